@@ -1,0 +1,1 @@
+"""vdm backends: implementations of the spec held to the NumPy reference."""

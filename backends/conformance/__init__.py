@@ -1,0 +1,1 @@
+"""Conformance kit: prove that a backend matches the spec."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime backend: sampling a trained denoiser exported to ONNX."""

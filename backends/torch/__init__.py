@@ -1,0 +1,1 @@
+"""PyTorch backend: spec operations on tensors, the video denoiser, data and training."""

@@ -1,0 +1,1 @@
+"""The `vdm` command-line interface (Typer)."""

@@ -1,0 +1,1 @@
+"""Spec data: SPEC.md and the golden vectors, shipped as package data."""
