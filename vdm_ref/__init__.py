@@ -1,1 +1,68 @@
-"""placeholder"""
+"""vdm_ref: the exact NumPy (float64) reference that defines every clause of spec v1.
+
+Importing it needs NumPy only. Each public function names its spec clause in its docstring;
+see spec/SPEC.md, section "Reference API", for the list.
+"""
+
+from .diffusion import (
+    PREDICTIONS,
+    VARIANCES,
+    effective_beta,
+    eps_from_v,
+    eps_from_x0,
+    model_log_variance,
+    posterior_log_variance_clipped,
+    posterior_mean,
+    posterior_mean_coefs,
+    posterior_variance,
+    predict_x0_eps,
+    q_mean_variance,
+    q_sample,
+    split_model_output,
+    v_from_x0_eps,
+    velocity,
+    x0_from_eps,
+    x0_from_v,
+)
+from .losses import (
+    discretized_gaussian_log_likelihood,
+    hybrid_loss,
+    mean_flat,
+    min_snr_weight,
+    normal_kl,
+    simple_loss,
+    std_normal_cdf,
+    training_target,
+    vlb_term,
+)
+from .samplers import (
+    SAMPLERS,
+    classifier_free_guidance,
+    clip_x0,
+    ddim_sigma,
+    ddim_step,
+    ddpm_step,
+    dynamic_threshold,
+    process_x0,
+    sample,
+    sampling_noise,
+)
+from .schedules import DEFAULT_PARAMS, SCHEDULES, Schedule, make_schedule, rescale_zero_terminal_snr
+from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
+
+SPEC_VERSION = "1.0.0"
+
+__all__ = [
+    "SPEC_VERSION", "SCHEDULES", "SPACINGS", "SAMPLERS", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS",
+    "Schedule", "make_schedule", "rescale_zero_terminal_snr",
+    "inference_timesteps", "previous_timestep", "step_pairs",
+    "q_mean_variance", "q_sample", "velocity",
+    "x0_from_eps", "eps_from_x0", "x0_from_v", "eps_from_v", "v_from_x0_eps",
+    "split_model_output", "predict_x0_eps",
+    "effective_beta", "posterior_mean_coefs", "posterior_mean", "posterior_variance",
+    "posterior_log_variance_clipped", "model_log_variance",
+    "clip_x0", "dynamic_threshold", "process_x0", "ddpm_step", "ddim_sigma", "ddim_step",
+    "classifier_free_guidance", "sampling_noise", "sample",
+    "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl",
+    "std_normal_cdf", "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
+]
