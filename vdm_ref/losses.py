@@ -84,7 +84,8 @@ def normal_kl(mean1: np.ndarray, logvar1: np.ndarray, mean2: np.ndarray, logvar2
 
 def std_normal_cdf(x: np.ndarray) -> np.ndarray:
     """Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
-    return _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64) / 2.0
+    # np.asarray: frompyfunc returns a bare Python float (no .astype) for 0-d input.
+    return np.asarray(_erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64) / 2.0
 
 
 def discretized_gaussian_log_likelihood(x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
