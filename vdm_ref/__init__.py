@@ -24,6 +24,7 @@ from .diffusion import (
     x0_from_eps,
     x0_from_v,
 )
+from .ideal import gaussian_ideal_model, points_ideal_model
 from .losses import (
     discretized_gaussian_log_likelihood,
     hybrid_loss,
@@ -65,4 +66,5 @@ __all__ = [
     "classifier_free_guidance", "sampling_noise", "sample",
     "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl",
     "std_normal_cdf", "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
+    "gaussian_ideal_model", "points_ideal_model",
 ]
