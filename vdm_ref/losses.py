@@ -53,7 +53,7 @@ def min_snr_weight(sched: Schedule, t: object, prediction: str, gamma: float = 5
 
 
 def mean_flat(x: np.ndarray) -> np.ndarray:
-    """Mean over every axis but the batch axis."""
+    """Spec 8.1: the per-sample mean, over every axis but the batch axis."""
     return x.reshape(x.shape[0], -1).mean(axis=1)
 
 
@@ -83,7 +83,7 @@ def normal_kl(mean1: np.ndarray, logvar1: np.ndarray, mean2: np.ndarray, logvar2
 
 
 def std_normal_cdf(x: np.ndarray) -> np.ndarray:
-    """Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
+    """Spec 8.4: Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
     # np.asarray: frompyfunc returns a bare Python float (no .astype) for 0-d input.
     return np.asarray(_erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64) / 2.0
 
