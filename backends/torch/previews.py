@@ -1,0 +1,195 @@
+"""Image outputs with Pillow only: animated GIF grids, contact sheets and the loss curve.
+
+Videos are float arrays in [-1, 1] shaped (N, C, T, H, W) (a single (C, T, H, W) clip is
+accepted too) with C = 1 (grayscale) or C = 3 (RGB). NumPy arrays and torch tensors both work.
+Every file is written atomically (temp file + rename), so a viewer never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .checkpoint import atomic_write_bytes
+
+
+def to_uint8(videos: Any) -> np.ndarray:
+    """[-1, 1] float video(s) -> uint8 (N, T, H, W, C), clipping out-of-range values."""
+    arr = np.asarray(videos.detach().float().cpu() if hasattr(videos, "detach") else videos, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr[None]
+    if arr.ndim != 5:
+        raise ValueError(f"videos must be (N, C, T, H, W) or (C, T, H, W), got shape {arr.shape}")
+    if arr.shape[1] not in (1, 3):
+        raise ValueError(f"videos need 1 (grayscale) or 3 (RGB) channels, got C={arr.shape[1]} (shape {arr.shape})")
+    arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=-1.0)
+    u8 = np.round((np.clip(arr, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return u8.transpose(0, 2, 3, 4, 1)
+
+
+def _auto_scale(size: int, target: int = 96) -> int:
+    # Tiny clips (16x16) are unreadable at 1:1; upscale (nearest) to roughly `target` pixels.
+    return max(1, target // max(size, 1))
+
+
+def _grid_frames(u8: np.ndarray, ncols: int | None, scale: int, pad: int) -> np.ndarray:
+    """(N, T, H, W, C) -> (T, gridH, gridW, C): clips tiled row-major with ``pad`` pixel gaps."""
+    n, t, h, w, c = u8.shape
+    if scale > 1:
+        u8 = u8.repeat(scale, axis=2).repeat(scale, axis=3)
+        h, w = h * scale, w * scale
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    grid = np.full((t, nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, y:y + h, x:x + w] = u8[i]
+    return grid
+
+
+def _image(frame: np.ndarray) -> Image.Image:
+    return Image.fromarray(frame[..., 0], "L") if frame.shape[-1] == 1 else Image.fromarray(frame, "RGB")
+
+
+def save_gif(
+    path: str | os.PathLike[str],
+    videos: Any,
+    *,
+    fps: float = 8.0,
+    ncols: int | None = None,
+    scale: int | None = None,
+    pad: int = 2,
+    loop: int = 0,
+) -> Path:
+    """Animated GIF of ``videos`` tiled in a grid (``ncols`` columns, default ~sqrt(N)), upscaled
+    by ``scale`` (default: to about 96 pixels per clip); ``loop=0`` loops forever."""
+    u8 = to_uint8(videos)
+    frames = _grid_frames(u8, ncols, scale or _auto_scale(u8.shape[2]), pad)
+    images = [_image(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(20, int(round(1000.0 / fps))), loop=loop, optimize=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def save_contact_sheet(
+    path: str | os.PathLike[str],
+    videos: Any,
+    *,
+    scale: int | None = None,
+    pad: int = 2,
+    max_videos: int | None = None,
+) -> Path:
+    """PNG contact sheet: one row per clip, one column per frame (format from the suffix)."""
+    u8 = to_uint8(videos)
+    if max_videos is not None:
+        u8 = u8[:max_videos]
+    n, t = u8.shape[:2]
+    # Rows are clips and columns are frames: the grid of (N*T) single frames with T columns.
+    frames = u8.reshape(n * t, 1, *u8.shape[2:])
+    sheet = _grid_frames(frames, t, scale or _auto_scale(u8.shape[2]), pad)[0]
+    buf = io.BytesIO()
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    _image(sheet).save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+
+
+def save_loss_plot(
+    path: str | os.PathLike[str],
+    steps: Sequence[float],
+    losses: Sequence[float],
+    *,
+    title: str = "training loss",
+    size: tuple[int, int] = (720, 420),
+    log_y: bool | None = None,
+    smooth: float = 0.9,
+) -> Path:
+    """Loss curve as a PNG drawn with Pillow: raw values (light) and an exponential moving
+    average (dark, weight ``smooth``). The y axis is logarithmic when the (positive) losses span
+    more than a factor of 20, unless ``log_y`` says otherwise. Non-finite points are skipped."""
+    pts = [(float(s), float(v)) for s, v in zip(steps, losses, strict=True) if math.isfinite(float(v))]
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    left, right, top, bottom = 64, 16, 28, 36
+    draw.text((left, 8), title, fill="black", font=font)
+    box = (left, top, width - right, height - bottom)
+    draw.rectangle(box, outline="black")
+    if not pts:
+        draw.text((left + 10, top + 10), "no data", fill="gray", font=font)
+    else:
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        positive = min(ys) > 0
+        if log_y is None:
+            log_y = positive and max(ys) / min(ys) > 20
+        log_y = bool(log_y and positive)
+        fy = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+        y_lo, y_hi = fy(min(ys)), fy(max(ys))
+        if y_hi - y_lo < 1e-12:
+            y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+        x_lo, x_hi = min(xs), max(xs)
+        if x_hi <= x_lo:
+            x_lo, x_hi = x_lo - 1, x_hi + 1
+
+        def px(x: float, y: float) -> tuple[float, float]:
+            return (box[0] + (x - x_lo) / (x_hi - x_lo) * (box[2] - box[0]),
+                    box[3] - (fy(y) - y_lo) / (y_hi - y_lo) * (box[3] - box[1]))
+
+        for tx in _nice_ticks(x_lo, x_hi):
+            x = px(tx, ys[0])[0]
+            draw.line([(x, box[3]), (x, box[3] + 4)], fill="black")
+            draw.text((x - 10, box[3] + 8), f"{tx:g}", fill="black", font=font)
+        if log_y:  # decades, plus 2x and 5x marks when the range spans few decades
+            mults = (1, 2, 5) if y_hi - y_lo < 2.5 else (1,)
+            y_ticks = [m * 10 ** e for e in range(math.floor(y_lo), math.ceil(y_hi) + 1) for m in mults]
+        else:
+            y_ticks = _nice_ticks(y_lo, y_hi)
+        for ty in y_ticks:
+            if not y_lo - 1e-9 <= fy(ty) <= y_hi + 1e-9:
+                continue
+            y = px(x_lo, ty)[1]
+            draw.line([(box[0], y), (box[2], y)], fill=(230, 230, 230))
+            draw.text((4, y - 6), _fmt(ty), fill="black", font=font)
+        draw.text((width // 2 - 12, height - 16), "step", fill="black", font=font)
+        if len(pts) == 1:
+            x, y = px(*pts[0])
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(31, 119, 180))
+        else:
+            draw.line([px(x, y) for x, y in pts], fill=(170, 200, 230), width=1)
+            ema, smoothed = ys[0], []
+            for y in ys:
+                ema = smooth * ema + (1 - smooth) * y
+                smoothed.append(ema)
+            draw.line([px(x, y) for x, y in zip(xs, smoothed, strict=True)], fill=(31, 119, 180), width=2)
+        draw.text((box[2] - 150, top + 4), f"last {_fmt(ys[-1])}" + ("  (log y)" if log_y else ""),
+                  fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
