@@ -62,3 +62,96 @@ def _numpy_op(op: str) -> Callable[..., Any]:
 for _op in OPS:
     if not hasattr(NumpyAdapter, _op):
         setattr(NumpyAdapter, _op, _numpy_op(_op))
+
+
+_TORCH_DTYPES = {name: name for name in DTYPES}  # torch names them as the spec does
+
+
+class TorchAdapter:
+    """The PyTorch backend (``vdm.backends.torch.ops``) behind the adapter protocol.
+
+    Ops receive a vdm_ref.Schedule; the adapter rebuilds it with the backend's own
+    ``make_schedule`` from its name and parameters (cached), so every op runs on the tables the
+    backend computes itself, exactly as in real use.
+    """
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu", dtype: str = "float64") -> None:
+        import torch
+        from vdm.backends.torch import ops
+
+        if dtype not in _TORCH_DTYPES:
+            raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise BackendError("CUDA is not available on this machine; run on a GPU machine or use --device cpu")
+        self._torch, self._ops = torch, ops
+        self.device, self.dtype = str(torch.device(device)), dtype
+        self._tdtype = getattr(torch, _TORCH_DTYPES[dtype])
+        self.version = f"torch {torch.__version__}"
+        self._schedules: dict[tuple, Any] = {}
+
+    # --- conversions at the boundary ---------------------------------------------------------
+
+    def _schedule(self, sched: vdm_ref.Schedule) -> Any:
+        key = (sched.name, sched.T, sched.params, sched.zero_terminal_snr)
+        if key not in self._schedules:
+            self._schedules[key] = self._ops.TorchSchedule.from_dict(sched.to_dict(), self.device, self._tdtype)
+        return self._schedules[key]
+
+    def _in(self, value: Any) -> Any:
+        torch = self._torch
+        if isinstance(value, vdm_ref.Schedule):
+            return self._schedule(value)
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in "iu":  # timesteps: a 0-d array is a scalar
+                return int(value) if value.ndim == 0 else torch.as_tensor(value, dtype=torch.int64, device=self.device)
+            return torch.as_tensor(value, dtype=torch.float64).to(device=self.device, dtype=self._tdtype)
+        return value
+
+    def _out(self, value: Any) -> Any:
+        torch = self._torch
+        if isinstance(value, tuple):
+            return tuple(self._out(v) for v in value)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            # float64 holds every lower float exactly; NumPy has no bfloat16.
+            return (value.double() if value.is_floating_point() else value).numpy()
+        return value
+
+    # --- ops with a signature of their own -----------------------------------------------------
+
+    def make_schedule(self, name: str, T: int, *, zero_terminal_snr: bool = False, **params: float) -> dict:
+        sched = self._ops.make_schedule(name, T, zero_terminal_snr=zero_terminal_snr, device=self.device,
+                                        dtype=self._tdtype, **params)
+        return {k: self._out(v) for k, v in sched.tables64().items()}
+
+    def inference_timesteps(self, T: int, N: int, spacing: str = "trailing", offset: int = 0) -> np.ndarray:
+        return self._out(self._ops.inference_timesteps(T, N, spacing, offset))
+
+    def sample(self, model: Callable, sched: vdm_ref.Schedule, timesteps: Any, shape: tuple[int, ...],
+               noise: np.ndarray, **kwargs: Any) -> np.ndarray:
+        torch = self._torch
+
+        def torch_model(x_t: Any, t: Any) -> Any:
+            out = model(x_t.detach().cpu().double().numpy(), t.detach().cpu().numpy())
+            return torch.as_tensor(np.asarray(out, dtype=np.float64)).to(device=self.device, dtype=self._tdtype)
+
+        steps = torch.as_tensor(np.asarray(timesteps), dtype=torch.int64)
+        return self._out(self._ops.sample(torch_model, self._schedule(sched), steps, tuple(shape), self._in(noise),
+                                          **kwargs))
+
+
+def _torch_op(op: str) -> Callable[..., Any]:
+    def method(self: TorchAdapter, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self._ops, op)
+        return self._out(fn(*(self._in(a) for a in args), **{k: self._in(v) for k, v in kwargs.items()}))
+
+    method.__name__ = op
+    method.__doc__ = f"vdm.backends.torch.ops.{op} on NumPy arrays."
+    return method
+
+
+for _op in OPS:
+    if not hasattr(TorchAdapter, _op):
+        setattr(TorchAdapter, _op, _torch_op(_op))

@@ -52,6 +52,7 @@ class OpResult:
     first_failure: dict[str, str] | None = None
     tolerance: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         def num(x: float | None) -> float | str | None:
@@ -61,7 +62,7 @@ class OpResult:
             "op": self.op, "clause": self.clause, "status": self.status, "reason": self.reason,
             "worst_ratio": num(self.worst_ratio), "n_cases": self.n_cases, "n_failed": self.n_failed,
             "cases_by_source": self.sources, "first_failure": self.first_failure,
-            "tolerance": self.tolerance, "notes": self.notes,
+            "tolerance": self.tolerance, "notes": self.notes, "seconds": round(self.seconds, 3),
         }
 
 

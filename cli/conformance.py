@@ -1,0 +1,74 @@
+"""`vdm conformance BACKEND`: check a backend against every clause of the spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _fail(message: str) -> None:
+    """One clear line on stderr and exit status 2: bad input is not a conformance failure."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("conformance")
+    def conformance(
+        backend: Annotated[str, typer.Argument(
+            metavar="BACKEND",
+            help="numpy, torch, torch:cuda, or package.module:attr (an adapter instance, class or factory).",
+        )],
+        device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
+        dtype: Annotated[str | None, typer.Option(
+            help="float64 (default), float32, bfloat16 or float16.")] = None,
+        report: Annotated[Path | None, typer.Option(help="Write a JSON report here (atomically).")] = None,
+        xfail: Annotated[Path | None, typer.Option(
+            help="Expected-failure list (JSON, or TOML if *.toml).")] = None,
+        cases: Annotated[int, typer.Option(min=0, help="Random cases per clause (besides golden vectors).")] = 20,
+        seed: Annotated[int, typer.Option(help="Seed of the random cases.")] = 0,
+        only: Annotated[str | None, typer.Option(
+            help="Comma-separated ops, clauses (5.3) or sections (5).")] = None,
+        strict_xfail: Annotated[bool, typer.Option(
+            "--strict-xfail", help="Fail on xfail entries that match no failing clause.")] = False,
+        allow_missing: Annotated[bool, typer.Option(
+            "--allow-missing", help="Report ops the backend lacks as skipped instead of failed.")] = False,
+    ) -> None:
+        """Check a backend against spec v1: golden vectors, random cases and ideal-denoiser sampling.
+
+        Exit status: 0 conformant, 1 a clause failed, 2 bad input.
+        """
+        from rich.console import Console
+        from vdm.backends.conformance.adapters import BackendError
+        from vdm.backends.conformance.report import render
+        from vdm.backends.conformance.runner import resolve_backend, run, select_ops
+        from vdm.backends.conformance.xfail import XfailError, load_xfail
+
+        try:
+            ops = select_ops(only)
+            entries = load_xfail(xfail) if xfail is not None else []
+            adapter = resolve_backend(backend, device, dtype)
+        except (BackendError, XfailError) as exc:
+            _fail(str(exc))
+            return
+        # Piped output (CI logs) gets a wide table rather than rich's 80-column default.
+        console = Console() if Console().is_terminal else Console(width=160)
+        err = Console(stderr=True)
+        if err.is_terminal:
+            with err.status("checking ...") as status:
+                result = run(adapter, ops=ops, n_cases=cases, seed=seed, xfail=entries, allow_missing=allow_missing,
+                             strict_xfail=strict_xfail, progress=lambda op: status.update(f"checking {op} ..."))
+        else:
+            result = run(adapter, ops=ops, n_cases=cases, seed=seed, xfail=entries, allow_missing=allow_missing,
+                         strict_xfail=strict_xfail)
+        render(result, console)
+        if report is not None:
+            try:
+                result.write(report)
+            except OSError as exc:
+                _fail(f"cannot write report '{report}': {exc.strerror or exc}")
+            console.print(f"report written to {report}")
+        if not result.ok:
+            raise typer.Exit(1)
