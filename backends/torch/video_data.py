@@ -1,0 +1,378 @@
+"""Real-video datasets (a folder of videos, UCF-101) decoded with PyAV, plus video file I/O.
+
+Every file is decoded once when the dataset is built: unreadable, truncated and too-short
+files are found then and skipped with a :class:`VideoSkippedWarning` naming each one (plus one
+summary warning), so an epoch never crashes half-way. With ``cache_dir`` the decoded,
+resized frames are stored as ``.npy`` (keyed by path, mtime, size and resize parameters) and
+memory-mapped afterwards, so no file is decoded twice, across epochs and across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".gif", ".mkv", ".mov", ".m4v")
+_CACHE_VERSION = "1"
+# Errors that mean "this file is not a usable video"; anything else is a bug and propagates.
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, IndexError, EOFError, RuntimeError)
+
+
+class VideoSkippedWarning(UserWarning):
+    """A video file was left out of a dataset (unreadable or too short)."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How clips are cut from a video and presented."""
+
+    frames: int = 8
+    frame_stride: int = 1  # take every k-th decoded frame
+    mode: str = "random"  # "random" (seeded) or "center" start frame
+    size: int = 32  # shorter side resized to this, then centre-cropped to size x size
+    channels: int = 1  # 1 = grayscale (BT.601 luma), 3 = RGB
+    normalize: bool = True  # float32 in [-1, 1]; False returns the raw uint8 values
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.frame_stride < 1 or self.size < 1:
+            raise ValueError(f"frames, frame_stride and size must be >= 1: {self}")
+        if self.mode not in ("random", "center"):
+            raise ValueError(f"mode must be 'random' or 'center', got {self.mode!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+    @property
+    def span(self) -> int:
+        """Number of consecutive decoded frames one clip covers."""
+        return (self.frames - 1) * self.frame_stride + 1
+
+
+# --------------------------------------------------------------------------- file I/O
+
+
+def _atomic_target(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
+               ".avi": "avi", ".webm": "webm"}
+
+
+def _pick_codec(suffix: str) -> str:
+    if suffix == ".webm":
+        prefs = ("libvpx-vp9", "libvpx")
+    elif suffix == ".avi":
+        prefs = ("mpeg4", "libx264")
+    else:
+        prefs = ("libx264", "mpeg4")
+    for name in prefs:
+        if name in av.codecs_available:
+            return name
+    raise RuntimeError(f"this PyAV build has none of the encoders {prefs} for {suffix}")
+
+
+def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 8) -> Path:
+    """Write uint8 frames (T, H, W, C) with C in {1, 3} (or (T, H, W)) atomically.
+
+    ``.gif`` is written with Pillow (note: Pillow merges identical consecutive frames into
+    one longer frame). Other suffixes (.mp4, .avi, .webm, .mkv, .mov) are encoded with PyAV
+    as yuv420p, which needs even H and W.
+    """
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"frames must be uint8 (T, H, W, C) with C in (1, 3), got "
+                         f"{frames.dtype} {frames.shape}")
+    if frames.shape[0] < 1 or fps <= 0:
+        raise ValueError(f"need at least one frame and fps > 0, got {frames.shape[0]}, {fps}")
+    suffix = path.suffix.lower()
+    if suffix != ".gif" and suffix not in _CONTAINERS:
+        raise ValueError(f"unsupported video suffix {suffix!r}; use .gif or one of "
+                         f"{sorted(_CONTAINERS)}")
+    _, h, w, c = frames.shape
+    if suffix != ".gif" and (h % 2 or w % 2):
+        raise ValueError(f"{path.name}: yuv420p video needs even height and width, got {h}x{w}")
+    tmp = _atomic_target(path)
+    try:
+        if suffix == ".gif":
+            from PIL import Image
+
+            mode = "L" if c == 1 else "RGB"
+            images = [Image.fromarray(f[..., 0] if c == 1 else f, mode) for f in frames]
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=max(int(round(1000 / fps)), 10), loop=0)
+        else:
+            rgb = np.repeat(frames, 3, axis=-1) if c == 1 else frames
+            codec = _pick_codec(suffix)
+            with av.open(str(tmp), mode="w", format=_CONTAINERS[suffix]) as container:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": "12", "preset": "veryfast"}
+                else:  # high bit rate: small test clips must survive the round trip
+                    stream.bit_rate = max(int(8 * h * w * fps), 200_000)
+                for f in rgb:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(
+                        np.ascontiguousarray(f), format="rgb24")))
+                container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _decode(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode all frames as RGB uint8 (T, H, W, 3); with ``size``, resize the shorter side
+    to ``size`` (area filter) and centre-crop to (size, size)."""
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]  # IndexError when there is no video stream
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if size is None:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                continue
+            fh, fw = frame.height, frame.width
+            scale = size / min(fh, fw)
+            nh, nw = max(size, round(fh * scale)), max(size, round(fw * scale))
+            img = frame.reformat(width=nw, height=nh, format="rgb24",
+                                 interpolation="AREA").to_ndarray()
+            top, left = (nh - size) // 2, (nw - size) // 2
+            frames.append(img[top : top + size, left : left + size])
+    if not frames:
+        raise ValueError("no decodable video frames")
+    return np.stack(frames)
+
+
+def read_video(path: str | os.PathLike[str]) -> np.ndarray:
+    """All frames of a video file as uint8 (T, H, W, 3) RGB."""
+    return _decode(Path(path))
+
+
+def _to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 3:
+        return rgb
+    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class VideoClips:
+    """Map-style dataset of fixed-length clips from a list of (video path, label).
+
+    Items are ``(video (C, T, size, size) tensor, label int64 tensor)``; the video is float32
+    in [-1, 1] (uint8 when ``spec.normalize`` is False). Random clip starts depend only on
+    ``(seed, epoch, index)``; call :meth:`set_epoch` each epoch to vary them.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str | os.PathLike[str], int]],
+                 spec: ClipSpec | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 seed: int = 0, classes: Sequence[str] = (), source: str = "dataset",
+                 skipped: Sequence[tuple[Path, str]] = ()) -> None:
+        self.spec = spec or ClipSpec()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.epoch = 0
+        self.classes = list(classes)
+        self.decode_count = 0  # files decoded by this object (cache misses), for tests/logs
+        self.samples: list[tuple[Path, int, int]] = []  # (path, label, decoded frame count)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+        self._scan([(Path(p), int(lab)) for p, lab in samples], source)
+
+    # -- construction-time scan --------------------------------------------------------
+
+    def _scan(self, candidates: list[tuple[Path, int]], source: str) -> None:
+        for path, label in candidates:
+            try:
+                n = len(self._frames(path))
+            except _DECODE_ERRORS as exc:
+                self.skipped.append((path, f"unreadable ({type(exc).__name__}: {exc})"))
+                continue
+            if n < self.spec.span:
+                self.skipped.append((path, f"too few frames ({n} < {self.spec.span} needed "
+                                           f"for {self.spec.frames} frames at stride "
+                                           f"{self.spec.frame_stride})"))
+                continue
+            self.samples.append((path, label, n))
+        for path, reason in self.skipped:
+            warnings.warn(f"skipping video {path}: {reason}", VideoSkippedWarning, stacklevel=3)
+        if self.skipped:
+            total = len(self.skipped) + len(self.samples)
+            warnings.warn(f"{source}: skipped {len(self.skipped)} of {total} video files",
+                          VideoSkippedWarning, stacklevel=3)
+        if not self.samples:
+            raise ValueError(f"no usable videos in {source} ({len(self.skipped)} skipped); "
+                             f"need files with at least {self.spec.span} decodable frames")
+
+    # -- decoding and cache ------------------------------------------------------------
+
+    def cache_path(self, path: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        st = path.stat()
+        key = "|".join([_CACHE_VERSION, str(path.resolve()), str(st.st_mtime_ns), str(st.st_size),
+                        str(self.spec.size), str(self.spec.channels)])
+        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
+        return self.cache_dir / f"{path.stem}-{digest}.npy"
+
+    def _frames(self, path: Path) -> np.ndarray:
+        """Resized frames (T, size, size, C) uint8, from the cache when possible."""
+        cached = self.cache_path(path)
+        if cached is not None and cached.exists():
+            try:
+                return np.load(cached, mmap_mode="r")
+            except (OSError, ValueError):
+                pass  # damaged cache entry: decode again and overwrite it
+        self.decode_count += 1
+        frames = _to_channels(_decode(path, self.spec.size), self.spec.channels)
+        if cached is not None:
+            tmp = _atomic_target(cached)
+            try:
+                with open(tmp, "wb") as f:
+                    np.save(f, frames)
+                os.replace(tmp, cached)  # atomic: readers never see a partial file
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return frames
+
+    # -- dataset protocol --------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def clip_indices(self, index: int) -> np.ndarray:
+        """Frame indices of item ``index`` for the current epoch."""
+        _, _, n = self.samples[index]
+        spec = self.spec
+        if spec.mode == "center":
+            start = (n - spec.span) // 2
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index % len(self)])
+            start = int(rng.integers(0, n - spec.span + 1))
+        return start + spec.frame_stride * np.arange(spec.frames)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        import torch
+
+        path, label, _ = self.samples[index]
+        clip = np.asarray(self._frames(path)[self.clip_indices(index)])  # (T, S, S, C)
+        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
+        if self.spec.normalize:
+            video = video.float() / 127.5 - 1.0
+        return video, torch.tensor(label, dtype=torch.int64)
+
+
+def _is_video(p: Path, extensions: Sequence[str]) -> bool:
+    return p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+
+
+class VideoFolder(VideoClips):
+    """All videos under ``root`` (recursive). If every video sits inside a sub-folder of
+    ``root``, the first-level folder names are the classes (sorted -> 0..K-1); otherwise the
+    dataset is unlabelled and every label is -1."""
+
+    def __init__(self, root: str | os.PathLike[str], spec: ClipSpec | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+                 extensions: Sequence[str] = VIDEO_EXTENSIONS) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"video folder {root} does not exist or is not a directory")
+        exts = tuple(e.lower() for e in extensions)
+        files = sorted(p for p in root.rglob("*") if _is_video(p, exts)
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        if cache_dir is not None:  # never treat cache files as inputs
+            cache = Path(cache_dir).resolve()
+            files = [p for p in files if cache not in p.resolve().parents]
+        rels = [p.relative_to(root) for p in files]
+        labelled = bool(rels) and all(len(r.parts) >= 2 for r in rels)
+        classes = sorted({r.parts[0] for r in rels}) if labelled else []
+        index = {name: i for i, name in enumerate(classes)}
+        samples = [(p, index[r.parts[0]] if labelled else -1) for p, r in zip(files, rels,
+                                                                             strict=True)]
+        if not samples:
+            raise ValueError(f"no video files ({', '.join(exts)}) found in {root}")
+        super().__init__(samples, spec, cache_dir, seed, classes, source=str(root))
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"UCF-101 split file {path} not found")
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def read_ucf101_classes(split_dir: str | os.PathLike[str]) -> list[str]:
+    """Class names from ``classInd.txt`` ("1 ApplyEyeMakeup" lines), index 0-based."""
+    path = Path(split_dir) / "classInd.txt"
+    entries = {}
+    for ln in _read_lines(path):
+        idx, name = ln.split(maxsplit=1)
+        entries[int(idx)] = name.strip()
+    if sorted(entries) != list(range(1, len(entries) + 1)):
+        raise ValueError(f"{path}: class indices must be 1..N without gaps")
+    return [entries[i] for i in range(1, len(entries) + 1)]
+
+
+class UCF101(VideoClips):
+    """UCF-101 with the official split files: ``root/<Class>/<video>.avi`` and
+    ``split_dir/{classInd,trainlist0F,testlist0F}.txt``. Labels are 0-based from classInd;
+    listed files that are missing are skipped with a warning like unreadable ones."""
+
+    def __init__(self, root: str | os.PathLike[str], split_dir: str | os.PathLike[str],
+                 split: str = "train", fold: int = 1, spec: ClipSpec | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if fold not in (1, 2, 3):
+            raise ValueError(f"fold must be 1, 2 or 3, got {fold}")
+        root, split_dir = Path(root), Path(split_dir)
+        classes = read_ucf101_classes(split_dir)
+        by_name = {name.lower(): i for i, name in enumerate(classes)}
+        list_path = split_dir / f"{split}list0{fold}.txt"
+        samples, missing = [], []
+        for ln in _read_lines(list_path):
+            parts = ln.split()
+            rel = parts[0]
+            folder = rel.replace("\\", "/").split("/")[0]
+            if folder.lower() not in by_name:
+                raise ValueError(f"{list_path}: class folder {folder!r} of {rel} is not in "
+                                 f"classInd.txt")
+            label = by_name[folder.lower()]
+            if len(parts) > 1 and int(parts[1]) - 1 != label:
+                raise ValueError(f"{list_path}: {rel} has label {parts[1]} but classInd says "
+                                 f"{label + 1}")
+            path = root / rel
+            if path.is_file():
+                samples.append((path, label))
+            else:
+                missing.append((path, "missing file"))
+        if not samples and not missing:
+            raise ValueError(f"{list_path} lists no videos")
+        super().__init__(samples, spec, cache_dir, seed, classes,
+                         source=f"{root} ({split} split {fold})", skipped=missing)
