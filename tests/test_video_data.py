@@ -255,7 +255,7 @@ def test_ucf101_inconsistent_or_missing_entries(ucf):
     (splits / "testlist01.txt").write_text("Basketball/v_Basketball_g01_c01.avi\n"
                                            "Basketball/v_missing.avi\n")
     with pytest.warns(VideoSkippedWarning) as record:
-        ds = UCF101(root, splits, "test", spec=ClipSpec(frames=4, size=8))
+        ds = UCF101(root, splits, "test", clip=ClipSpec(frames=4, size=8))
     assert len(ds) == 1
     messages = [str(w.message) for w in record]
     assert any("v_missing.avi" in m and "missing file" in m for m in messages)

@@ -178,15 +178,15 @@ class VideoClips:
     """Map-style dataset of fixed-length clips from a list of (video path, label).
 
     Items are ``(video (C, T, size, size) tensor, label int64 tensor)``; the video is float32
-    in [-1, 1] (uint8 when ``spec.normalize`` is False). Random clip starts depend only on
+    in [-1, 1] (uint8 when ``clip.normalize`` is False). Random clip starts depend only on
     ``(seed, epoch, index)``; call :meth:`set_epoch` each epoch to vary them.
     """
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike[str], int]],
-                 spec: ClipSpec | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 clip: ClipSpec | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  seed: int = 0, classes: Sequence[str] = (), source: str = "dataset",
                  skipped: Sequence[tuple[Path, str]] = ()) -> None:
-        self.spec = spec or ClipSpec()
+        self.clip = clip or ClipSpec()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -207,10 +207,10 @@ class VideoClips:
             except _DECODE_ERRORS as exc:
                 self.skipped.append((path, f"unreadable ({type(exc).__name__}: {exc})"))
                 continue
-            if n < self.spec.span:
-                self.skipped.append((path, f"too few frames ({n} < {self.spec.span} needed "
-                                           f"for {self.spec.frames} frames at stride "
-                                           f"{self.spec.frame_stride})"))
+            if n < self.clip.span:
+                self.skipped.append((path, f"too few frames ({n} < {self.clip.span} needed "
+                                           f"for {self.clip.frames} frames at stride "
+                                           f"{self.clip.frame_stride})"))
                 continue
             self.samples.append((path, label, n))
         for path, reason in self.skipped:
@@ -221,7 +221,7 @@ class VideoClips:
                           VideoSkippedWarning, stacklevel=3)
         if not self.samples:
             raise ValueError(f"no usable videos in {source} ({len(self.skipped)} skipped); "
-                             f"need files with at least {self.spec.span} decodable frames")
+                             f"need files with at least {self.clip.span} decodable frames")
 
     # -- decoding and cache ------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class VideoClips:
             return None
         st = path.stat()
         key = "|".join([_CACHE_VERSION, str(path.resolve()), str(st.st_mtime_ns), str(st.st_size),
-                        str(self.spec.size), str(self.spec.channels)])
+                        str(self.clip.size), str(self.clip.channels)])
         digest = hashlib.sha1(key.encode()).hexdigest()[:20]
         return self.cache_dir / f"{path.stem}-{digest}.npy"
 
@@ -243,7 +243,7 @@ class VideoClips:
             except (OSError, ValueError):
                 pass  # damaged cache entry: decode again and overwrite it
         self.decode_count += 1
-        frames = _to_channels(_decode(path, self.spec.size), self.spec.channels)
+        frames = _to_channels(_decode(path, self.clip.size), self.clip.channels)
         if cached is not None:
             tmp = _atomic_target(cached)
             try:
@@ -270,7 +270,7 @@ class VideoClips:
     def clip_indices(self, index: int) -> np.ndarray:
         """Frame indices of item ``index`` for the current epoch."""
         _, _, n = self.samples[index]
-        spec = self.spec
+        spec = self.clip
         if spec.mode == "center":
             start = (n - spec.span) // 2
         else:
@@ -282,9 +282,9 @@ class VideoClips:
         import torch
 
         path, label, _ = self.samples[index]
-        clip = np.asarray(self._frames(path)[self.clip_indices(index)])  # (T, S, S, C)
-        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
-        if self.spec.normalize:
+        frames = np.asarray(self._frames(path)[self.clip_indices(index)])  # (T, S, S, C)
+        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))
+        if self.clip.normalize:
             video = video.float() / 127.5 - 1.0
         return video, torch.tensor(label, dtype=torch.int64)
 
@@ -298,7 +298,7 @@ class VideoFolder(VideoClips):
     ``root``, the first-level folder names are the classes (sorted -> 0..K-1); otherwise the
     dataset is unlabelled and every label is -1."""
 
-    def __init__(self, root: str | os.PathLike[str], spec: ClipSpec | None = None,
+    def __init__(self, root: str | os.PathLike[str], clip: ClipSpec | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
                  extensions: Sequence[str] = VIDEO_EXTENSIONS) -> None:
         root = Path(root)
@@ -318,7 +318,7 @@ class VideoFolder(VideoClips):
                                                                              strict=True)]
         if not samples:
             raise ValueError(f"no video files ({', '.join(exts)}) found in {root}")
-        super().__init__(samples, spec, cache_dir, seed, classes, source=str(root))
+        super().__init__(samples, clip, cache_dir, seed, classes, source=str(root))
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -345,7 +345,7 @@ class UCF101(VideoClips):
     listed files that are missing are skipped with a warning like unreadable ones."""
 
     def __init__(self, root: str | os.PathLike[str], split_dir: str | os.PathLike[str],
-                 split: str = "train", fold: int = 1, spec: ClipSpec | None = None,
+                 split: str = "train", fold: int = 1, clip: ClipSpec | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -374,5 +374,5 @@ class UCF101(VideoClips):
                 missing.append((path, "missing file"))
         if not samples and not missing:
             raise ValueError(f"{list_path} lists no videos")
-        super().__init__(samples, spec, cache_dir, seed, classes,
+        super().__init__(samples, clip, cache_dir, seed, classes,
                          source=f"{root} ({split} split {fold})", skipped=missing)
