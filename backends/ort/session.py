@@ -1,0 +1,169 @@
+"""ONNX Runtime sessions: the exported denoiser (with its vdm metadata) and the step graphs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vdm.export import metadata as md
+
+from . import step_graph as sg
+from .providers import ProviderChoice, choose_providers, create_session, session_options
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unreadable or not an exported vdm denoiser."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+def read_model_info(path: str | os.PathLike[str]) -> md.OnnxModelInfo:
+    """The vdm metadata of an ONNX file, read without loading its weights into a session."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a readable ONNX file (truncated or corrupt?): {_one_line(exc)}") from None
+    if not proto.graph.node:
+        raise ModelFileError(f"{path} is not a readable ONNX file (empty graph; truncated or not ONNX?)")
+    try:
+        return md.read_props({p.key: p.value for p in proto.metadata_props})
+    except md.MetadataError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+
+def trt_profile(info: md.OnnxModelInfo, batch: tuple[int, int, int]) -> dict[str, tuple[str, str, str]]:
+    """TensorRT min/opt/max shapes from the metadata for model batches ``batch`` (min, opt, max)."""
+    c = info.in_channels
+    f = info.frames
+    s = info.size
+    fr = (f.min, f.default, f.max if f.max is not None else f.default)
+    sz = (s.min, s.default, s.max if s.max is not None else s.default)
+    prof = {"x": tuple(f"{b}x{c}x{t}x{h}x{h}" for b, t, h in zip(batch, fr, sz, strict=True)),
+            "t": tuple(str(b) for b in batch)}
+    if info.conditional:
+        prof["y"] = prof["t"]
+    return prof  # type: ignore[return-value]
+
+
+class OrtDenoiser:
+    """An exported vdm denoiser in an ONNX Runtime session on an explicitly chosen device."""
+
+    def __init__(self, path: str | os.PathLike[str], *, device: str = "cpu", allow_fallback: bool = False,
+                 threads: int | None = None, max_batch: int = 16, warn: Any = None,
+                 trt_cache_root: str | os.PathLike[str] | None = None, profile_prefix: str | None = None) -> None:
+        self.path = Path(path)
+        self.info = read_model_info(self.path)
+        b = self.info.batch
+        batch = (b.min, b.default, b.max if b.max is not None else max(max_batch, b.default))
+        cache = Path(trt_cache_root or Path.home() / ".cache" / "vdm" / "tensorrt") / self.info.model_hash
+        self.choice: ProviderChoice = choose_providers(
+            device, allow_fallback=allow_fallback, trt_cache_dir=cache,
+            trt_profile=trt_profile(self.info, batch), warn=warn)
+        self.threads = threads
+        self.options = session_options(threads=threads, profile_prefix=profile_prefix)
+        try:
+            self.session = create_session(self.path, self.choice, options=self.options)
+        except Exception as exc:
+            if type(exc).__name__ == "ProviderUnavailable":
+                raise
+            raise ModelFileError(f"onnxruntime cannot load {self.path}: {_one_line(exc)}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def device(self) -> str:
+        return self.choice.device
+
+    def check_shape(self, batch: int, frames: int, size: int) -> None:
+        """Raise ValueError (one line) if the graph cannot take (batch, C, frames, size, size)."""
+        info = self.info
+        if not info.frames.accepts(frames):
+            raise ValueError(f"this model takes {info.frames.describe()} frames (exported range), got {frames}")
+        if not info.size.accepts(size) or size % info.size_divisor:
+            raise ValueError(f"this model takes size {info.size.describe()} (multiple of {info.size_divisor}), "
+                             f"got {size}")
+        if info.batch.fixed and batch % info.batch.min:
+            raise ValueError(f"this model was exported with a fixed batch of {info.batch.min}")
+
+    def feeds(self, x: np.ndarray, t: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {"x": np.ascontiguousarray(x, np.float32), "t": np.ascontiguousarray(t, np.float32)}
+        if "y" in self.input_names:
+            if y is None:  # unconditional call of a conditional model: the null class
+                y = np.full(x.shape[0], self.info.null_class, np.int64)
+            feeds["y"] = np.ascontiguousarray(y, np.int64)
+        return feeds
+
+    def __call__(self, x: np.ndarray, t: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """Model output for x (B, C, T, H, W), t (B,) and labels y (B,); a fixed-batch graph is run
+        in chunks of its batch (the last chunk padded)."""
+        n = x.shape[0]
+        fixed = self.info.batch.min if self.info.batch.fixed else None
+        if fixed is None or n == fixed:
+            return self.session.run(None, self.feeds(x, t, y))[0]
+        outs = []
+        for start in range(0, n, fixed):
+            sl = slice(start, start + fixed)
+            xb, tb = x[sl], np.asarray(t)[sl]
+            yb = None if y is None else np.asarray(y)[sl]
+            pad = fixed - xb.shape[0]
+            if pad:
+                xb = np.concatenate([xb, np.repeat(xb[-1:], pad, 0)])
+                tb = np.concatenate([tb, np.repeat(tb[-1:], pad, 0)])
+                yb = None if yb is None else np.concatenate([yb, np.repeat(yb[-1:], pad, 0)])
+            outs.append(self.session.run(None, self.feeds(xb, tb, yb))[0][: fixed - pad])
+        return np.concatenate(outs)
+
+
+class StepSessions:
+    """ORT sessions of the step/process/guidance graphs on one device, created once per variant."""
+
+    def __init__(self, choice: ProviderChoice | None = None, *, threads: int | None = None) -> None:
+        # TensorRT gains nothing on a few elementwise ops and would build an engine per shape.
+        if choice is not None and choice.device == "tensorrt":
+            choice = choose_providers("cuda")
+        self.choice = choice or choose_providers("cpu")
+        self.threads = threads
+        self._cache: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        sess = self._cache.get(key)
+        if sess is None:
+            if isinstance(key, sg.StepSpec):
+                graph = sg.build_step(key)
+            elif key[0] == "process":
+                graph = sg.build_process(*key[1:])
+            else:
+                graph = sg.build_guidance()
+            sess = create_session(graph, self.choice, options=session_options(threads=self.threads))
+            self._cache[key] = sess
+        return sess
+
+    def step(self, spec: sg.StepSpec, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.get(spec).run(None, feeds)
+
+    def process(self, x0: np.ndarray, *, clip: float | None, threshold: float | None,
+                floor: float = 1.0) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {"x0": np.ascontiguousarray(x0, np.float32)}
+        if threshold is not None:
+            feeds.update(sg.quantile_inputs(int(np.prod(x0.shape[1:])), threshold, floor))
+        if clip is not None:
+            feeds["clip"] = np.array(clip, np.float32)
+        return self.get(("process", clip is not None, threshold is not None)).run(None, feeds)[0]
+
+    def guidance(self, cond: np.ndarray, uncond: np.ndarray, scale: float, channels: int | None) -> np.ndarray:
+        mask = np.zeros((1, cond.shape[1]) + (1,) * (cond.ndim - 2), dtype=bool)
+        mask[:, : cond.shape[1] if channels is None else channels] = True
+        feeds = {"out_cond": np.ascontiguousarray(cond, np.float32),
+                 "out_uncond": np.ascontiguousarray(uncond, np.float32),
+                 "w": np.array(scale, np.float32), "mask": mask}
+        return self.get(("guidance",)).run(None, feeds)[0]

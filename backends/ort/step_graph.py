@@ -1,0 +1,296 @@
+"""The sampler update (spec 7.1 - 7.5) as small ONNX graphs, so it runs on the execution provider.
+
+A step graph maps ``x`` (x_t), ``out`` (the model output) and ``noise`` to ``x_next`` (x_s). All
+schedule arithmetic happens on the host in float64, once per step, and enters the graph as a
+handful of per-sample float32 coefficients (input ``coef``, shaped (K, B, 1, ..., 1)): the
+graph itself only does elementwise work in float32, never a table lookup.
+
+With x0 = A x + B pred and eps = C x + D pred (A..D from the prediction type, spec 4.5):
+
+- no clipping/thresholding: x_next = kx x + kp pred + noise term, where for DDIM
+  kx = sqrt(abar_s) A + k C, kp = sqrt(abar_s) B + k D, k = sqrt(1 - abar_s - sigma^2), and for
+  DDPM kx = c0 A + ct, kp = c0 B (posterior mean, spec 5.2);
+- with clipping/thresholding (spec 7.1/7.2): x0 = process(A x + B pred), then
+  x_next = p0 x0 + px x + noise term (DDIM re-derives eps from the processed x0, spec 7.4).
+
+The noise term is ``kn * noise`` (DDIM sigma, or the DDPM fixed std times [s >= 0]) or, for
+learned_range variance, ``m * exp(h0 + h1 * v) * noise`` with v the variance channels (spec 5.4:
+0.5 * (f log beta + (1 - f) log beta_tilde), f = (v + 1) / 2, is affine in v).
+
+With classifier-free guidance (spec 7.5) the model ran on the batch [cond; uncond] and the
+graph combines the halves itself; it then also emits ``x_model`` = [x_next; x_next], the next
+model input, so the latent never leaves the device between steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+import vdm_ref
+
+OPSET = 17
+FLOAT, INT64, BOOL = 1, 7, 9  # onnx.TensorProto element types
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Which variant of the step graph to build."""
+
+    sampler: str  # "ddim" | "ddpm"
+    learned: bool = False  # DDPM learned_range: noise std from the variance channels
+    clip: bool = False
+    threshold: bool = False
+    noise: bool = True  # stochastic step: a noise input
+    guidance: bool = False  # out holds [cond; uncond]
+
+    @property
+    def process(self) -> bool:
+        return self.clip or self.threshold
+
+    @property
+    def coef_names(self) -> tuple[str, ...]:
+        head = ("a", "b", "p0", "px") if self.process else ("kx", "kp")
+        if not self.noise:
+            return head
+        return head + (("m", "h0", "h1") if self.learned else ("kn",))
+
+
+class _Builder:
+    """Tiny helper over onnx.helper that names intermediate values."""
+
+    def __init__(self) -> None:
+        from onnx import helper
+
+        self.h = helper
+        self.nodes: list = []
+        self.inits: list = []
+        self.n = 0
+
+    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+        self.n += 1
+        name = f"{op_type.lower()}_{self.n}"
+        self.nodes.append(self.h.make_node(op_type, list(inputs), [name], name=name, **attrs))
+        return name
+
+    def op2(self, op_type: str, inputs: list[str], n_out: int, **attrs: object) -> list[str]:
+        self.n += 1
+        names = [f"{op_type.lower()}_{self.n}_{i}" for i in range(n_out)]
+        self.nodes.append(self.h.make_node(op_type, inputs, names, name=f"{op_type.lower()}_{self.n}", **attrs))
+        return names
+
+    def const(self, values: object, dtype: object = np.int64) -> str:
+        from onnx import numpy_helper
+
+        self.n += 1
+        name = f"const_{self.n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    def rename(self, value: str, name: str) -> None:
+        self.nodes.append(self.h.make_node("Identity", [value], [name], name=f"out_{name}"))
+
+    def model(self, inputs: list, outputs: list, name: str) -> bytes:
+        graph = self.h.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        proto = self.h.make_model(graph, opset_imports=[self.h.make_opsetid("", OPSET)], producer_name="vdm")
+        proto.ir_version = min(proto.ir_version, 9)  # readable by every ORT >= 1.16
+        # No onnx.checker here: it insists on ranked inputs, and these graphs are rank-generic
+        # (ORT validates the graph when it loads it).
+        return proto.SerializeToString()
+
+
+def _tensor(h: object, name: str, elem: int, shape: list | None) -> object:
+    return h.make_tensor_value_info(name, elem, shape)  # type: ignore[attr-defined]
+
+
+def _threshold(g: _Builder, x0: str) -> str:
+    """Spec 7.2 in-graph: per sample s = max(quantile(|x0|), floor) over all its elements,
+    x0 <- clip(x0, -s, s) / s. The host passes k (how many largest values TopK keeps), the two
+    positions of the order statistics inside that descending list, the interpolation weight and
+    the floor, all computed exactly from the element count."""
+    flat = g.op("Reshape", x0, g.const([0, -1]))
+    top, _ = g.op2("TopK", [g.op("Abs", flat), "q_k"], 2, axis=1, largest=1, sorted=1)
+    both = g.op("Gather", top, "q_idx", axis=1)  # (B, 2): [lower order statistic, upper one]
+    lo = g.op("Slice", both, g.const([0]), g.const([1]), g.const([1]))
+    hi = g.op("Slice", both, g.const([1]), g.const([2]), g.const([1]))
+    q = g.op("Add", lo, g.op("Mul", g.op("Sub", hi, lo), "q_frac"))
+    s = g.op("Max", q, "q_floor")
+    clipped = g.op("Div", g.op("Min", g.op("Max", flat, g.op("Neg", s)), s), s)
+    return g.op("Reshape", clipped, g.op("Shape", x0))
+
+
+def _clip(g: _Builder, x0: str) -> str:
+    return g.op("Clip", x0, g.op("Neg", "clip"), "clip")
+
+
+@lru_cache(maxsize=64)
+def build_step(spec: StepSpec) -> bytes:
+    """Serialized ONNX step graph for ``spec`` (see the module docstring)."""
+    g = _Builder()
+    h = g.h
+    inputs = [_tensor(h, "x", FLOAT, None), _tensor(h, "out", FLOAT, None),
+              _tensor(h, "coef", FLOAT, None)]
+    if spec.noise:
+        inputs.append(_tensor(h, "noise", FLOAT, None))
+    if spec.guidance:
+        inputs.append(_tensor(h, "w", FLOAT, []))
+    if spec.clip:
+        inputs.append(_tensor(h, "clip", FLOAT, []))
+    if spec.threshold:
+        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
+                   _tensor(h, "q_frac", FLOAT, []), _tensor(h, "q_floor", FLOAT, [])]
+
+    coefs = {}
+    for i, name in enumerate(spec.coef_names):
+        coefs[name] = g.op("Gather", "coef", g.const(i), axis=0)
+
+    channels = g.op("Shape", "x", start=1, end=2)
+    axis1 = g.const([1])
+    out = "out"
+    var_src = "out"
+    if spec.guidance:
+        batch = g.op("Shape", "x", start=0, end=1)
+        axis0 = g.const([0])
+        cond = g.op("Slice", "out", g.const([0]), batch, axis0)
+        uncond = g.op("Slice", "out", batch, g.op("Mul", batch, g.const([2])), axis0)
+        pc = g.op("Slice", cond, g.const([0]), channels, axis1)
+        pu = g.op("Slice", uncond, g.const([0]), channels, axis1)
+        pred = g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu)))
+        var_src = cond
+    else:
+        pred = g.op("Slice", out, g.const([0]), channels, axis1)
+
+    if spec.process:
+        x0 = g.op("Add", g.op("Mul", coefs["a"], "x"), g.op("Mul", coefs["b"], pred))
+        if spec.threshold:
+            x0 = _threshold(g, x0)
+        if spec.clip:
+            x0 = _clip(g, x0)
+        x_next = g.op("Add", g.op("Mul", coefs["p0"], x0), g.op("Mul", coefs["px"], "x"))
+    else:
+        x_next = g.op("Add", g.op("Mul", coefs["kx"], "x"), g.op("Mul", coefs["kp"], pred))
+
+    if spec.noise:
+        if spec.learned:
+            v = g.op("Slice", var_src, channels, g.op("Mul", channels, g.const([2])), axis1)
+            std = g.op("Exp", g.op("Add", coefs["h0"], g.op("Mul", coefs["h1"], v)))
+            x_next = g.op("Add", x_next, g.op("Mul", g.op("Mul", coefs["m"], std), "noise"))
+        else:
+            x_next = g.op("Add", x_next, g.op("Mul", coefs["kn"], "noise"))
+
+    g.rename(x_next, "x_next")
+    outputs = [_tensor(h, "x_next", FLOAT, None)]
+    if spec.guidance:
+        g.rename(g.op("Concat", x_next, x_next, axis=0), "x_model")
+        outputs.append(_tensor(h, "x_model", FLOAT, None))
+    return g.model(inputs, outputs, f"vdm_{spec.sampler}_step")
+
+
+@lru_cache(maxsize=8)
+def build_process(clip: bool, threshold: bool) -> bytes:
+    """x0 -> processed x0 (spec 7.1 / 7.2), the ops clip_x0 and dynamic_threshold on their own."""
+    g = _Builder()
+    h = g.h
+    inputs = [_tensor(h, "x0", FLOAT, None)]
+    x0 = "x0"
+    if threshold:
+        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
+                   _tensor(h, "q_frac", FLOAT, []), _tensor(h, "q_floor", FLOAT, [])]
+        x0 = _threshold(g, x0)
+    if clip:
+        inputs.append(_tensor(h, "clip", FLOAT, []))
+        x0 = _clip(g, x0)
+    g.rename(x0, "x0_out")
+    return g.model(inputs, [_tensor(h, "x0_out", FLOAT, None)], "vdm_process_x0")
+
+
+@lru_cache(maxsize=1)
+def build_guidance() -> bytes:
+    """Spec 7.5: where(mask, uncond + w (cond - uncond), cond); mask selects the guided channels."""
+    g = _Builder()
+    h = g.h
+    inputs = [_tensor(h, "out_cond", FLOAT, None), _tensor(h, "out_uncond", FLOAT, None),
+              _tensor(h, "w", FLOAT, []), _tensor(h, "mask", BOOL, None)]
+    guided = g.op("Add", "out_uncond", g.op("Mul", "w", g.op("Sub", "out_cond", "out_uncond")))
+    g.rename(g.op("Where", "mask", guided, "out_cond"), "guided")
+    return g.model(inputs, [_tensor(h, "guided", FLOAT, None)], "vdm_guidance")
+
+
+# --------------------------------------------------------------------------- host-side coefficients
+
+
+def quantile_inputs(n: int, quantile: float, floor: float) -> dict[str, np.ndarray]:
+    """Inputs of the threshold subgraph for samples of ``n`` elements: NumPy's 'linear' quantile
+    interpolates the order statistics floor(q (n - 1)) and the next one (ascending); TopK keeps
+    only the k largest values, in descending order, which is all the interpolation needs."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"argument 'quantile' must lie in (0, 1], got {quantile}")
+    pos = quantile * (n - 1)
+    lo = min(int(np.floor(pos)), n - 1)
+    hi = min(lo + 1, n - 1)
+    k = n - lo
+    return {"q_k": np.array([k], np.int64), "q_idx": np.array([k - 1, k - 1 - (hi - lo)], np.int64),
+            "q_frac": np.array(pos - lo, np.float32), "q_floor": np.array(floor, np.float32)}
+
+
+def _prediction_coefs(a: np.ndarray, prediction: str) -> tuple[np.ndarray, ...]:
+    """(A, B, C, D) with x0 = A x + B pred and eps = C x + D pred (spec 4.1 - 4.3)."""
+    one, zero = np.ones_like(a), np.zeros_like(a)
+    if prediction == "eps":
+        if np.any(a == 0.0):
+            raise ValueError("x0 from eps is undefined where abar_t = 0 (zero terminal SNR): use v or x0 prediction")
+        return 1.0 / np.sqrt(a), -np.sqrt(1.0 - a) / np.sqrt(a), zero, one
+    if prediction == "x0":
+        return zero, one, 1.0 / np.sqrt(1.0 - a), -np.sqrt(a) / np.sqrt(1.0 - a)
+    if prediction == "v":
+        return np.sqrt(a), -np.sqrt(1.0 - a), np.sqrt(1.0 - a), np.sqrt(a)
+    raise ValueError(f"argument 'prediction': unknown prediction {prediction!r}; choose one of "
+                     f"{vdm_ref.PREDICTIONS}")
+
+
+def step_coefficients(
+    spec: StepSpec,
+    sched: vdm_ref.Schedule,
+    t: np.ndarray,
+    s: np.ndarray,
+    *,
+    prediction: str,
+    variance: str = "fixed_small",
+    eta: float = 0.0,
+) -> np.ndarray:
+    """The float64 coefficients of ``spec.coef_names`` for integer timesteps t, s (each (B,)),
+    shape (K, B)."""
+    tt, ss = np.asarray(t, np.int64), np.asarray(s, np.int64)
+    a_t, a_s = sched.abar_at(tt), sched.abar_at(ss)
+    A, B, C, D = _prediction_coefs(a_t, prediction)
+    c: dict[str, np.ndarray] = {}
+    if spec.sampler == "ddim":
+        sigma = vdm_ref.ddim_sigma(sched, tt, ss, eta)
+        k = np.sqrt(np.maximum(1.0 - a_s - sigma**2, 0.0))
+        if spec.process:
+            c.update(a=A, b=B, p0=np.sqrt(a_s) - k * np.sqrt(a_t) / np.sqrt(1.0 - a_t), px=k / np.sqrt(1.0 - a_t))
+        else:
+            c.update(kx=np.sqrt(a_s) * A + k * C, kp=np.sqrt(a_s) * B + k * D)
+        c["kn"] = sigma
+    else:
+        c0, ct = vdm_ref.posterior_mean_coefs(sched, ss, tt)
+        if spec.process:
+            c.update(a=A, b=B, p0=c0, px=ct)
+        else:
+            c.update(kx=c0 * A + ct, kp=c0 * B)
+        mask = (ss >= 0).astype(np.float64)
+        if spec.learned:
+            max_log = np.log(vdm_ref.effective_beta(sched, ss, tt))
+            min_log = vdm_ref.posterior_log_variance_clipped(sched, ss, tt)
+            c.update(m=mask, h0=0.25 * (max_log + min_log), h1=0.25 * (max_log - min_log))
+        else:
+            c["kn"] = mask * np.exp(0.5 * vdm_ref.model_log_variance(sched, ss, tt, variance))
+    batch = np.broadcast_shapes(tt.shape, ss.shape)
+    return np.stack([np.broadcast_to(np.asarray(c[name], np.float64), batch) for name in spec.coef_names])
+
+
+def coef_input(coefs: np.ndarray, ndim: int) -> np.ndarray:
+    """(K, B) float64 -> the float32 ``coef`` input (K, B, 1, ..., 1) for x of rank ``ndim``."""
+    return np.ascontiguousarray(coefs.reshape(coefs.shape + (1,) * (ndim - 1)), dtype=np.float32)
