@@ -37,12 +37,17 @@ SEED = 20240601
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _PINNED_ENV = "VDM_VECTORS_PINNED"
 
-# Output names for ops that do not return a single array (spec 10).
+# Output names (spec 10.3): "out" for a single array, except where an input is already called
+# "out" (the model output), since inputs and outputs share the "<k>/<name>" key space.
 TABLES = ("betas", "alphas", "abar", "snr", "log_snr", "sigma")
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "make_schedule": TABLES,
     "q_mean_variance": ("mean", "variance"),
     "predict_x0_eps": ("x0", "eps"),
+    "ddpm_step": ("result",),
+    "ddim_step": ("result",),
+    "vlb_term": ("result",),
+    "hybrid_loss": ("result",),
 }
 
 # Shapes (B, C, F, H, W): the usual small video, and batch 1 with a single frame.
@@ -126,7 +131,7 @@ def _canonical(a: Any) -> np.ndarray:
     """Little-endian float64 / int64, C order: the only dtypes a vector file holds."""
     arr = np.asarray(a)
     dtype = "<i8" if arr.dtype.kind in "iub" else "<f8"
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.array(arr, dtype=dtype, order="C")  # not ascontiguousarray: that turns 0-d into 1-d
 
 
 def ts(*values: int) -> np.ndarray:
@@ -475,6 +480,8 @@ def build_op(op: str, tolerances: dict[str, Any]) -> tuple[bytes, bytes]:
         case = {"id": f"{op}/{k}", "schedule": schedule, "params": params, "inputs": list(inputs), "outputs": []}
         outputs = call_case(op, case, inputs)
         case["outputs"] = list(outputs)
+        if set(inputs) & set(outputs):
+            raise AssertionError(f"{case['id']}: an output shares a name with an input")
         cases.append(case)
         for name, value in {**inputs, **outputs}.items():
             arrays[f"{k}/{name}"] = _canonical(value)
