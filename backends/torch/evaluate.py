@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,9 @@ def load_feature_extractor(path: str | os.PathLike[str], *, device: str = "cpu",
             return np.asarray(session.run(None, {input_name: batch.astype(np.float32)})[0])
     elif suffix in (".pt", ".pth", ".ts", ".jit", ".torchscript"):
         try:
-            net = torch.jit.load(str(path), map_location=device).eval()
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream but is the format asked for
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.jit.load(str(path), map_location=device).eval()
         except Exception as exc:
             raise EvalError(f"cannot load TorchScript feature network {path}: {_one_line(exc)}") from None
 

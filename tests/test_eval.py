@@ -1,0 +1,223 @@
+"""Evaluation: Frechet distance against closed forms, feature networks, reports, `vdm eval`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+from vdm.backends.torch.evaluate import (
+    EvalError,
+    evaluate,
+    feature_statistics,
+    frechet_distance,
+    load_feature_extractor,
+    noise_clips,
+    real_clips,
+    trace_sqrt_product,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
+    a = rng.standard_normal((d, d))
+    return a @ a.T + 0.1 * np.eye(d)
+
+
+# --------------------------------------------------------------------------- Frechet distance
+
+
+@given(st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_diagonal_covariances_closed_form(d, seed):
+    rng = np.random.default_rng(seed)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    v1, v2 = rng.uniform(0.01, 4, d), rng.uniform(0.01, 4, d)
+    expect = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expect, rel=1e-9, abs=1e-9)
+
+
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_commuting_covariances_closed_form(d, seed):
+    # Same eigenvectors: sqrt(S1 S2) = Q diag(sqrt(l1 l2)) Q^T, so d = |mu|^2 + sum (sqrt l1 - sqrt l2)^2.
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    l1, l2 = rng.uniform(0.01, 3, d), rng.uniform(0.01, 3, d)
+    s1, s2 = (q * l1) @ q.T, (q * l2) @ q.T
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expect = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(l1) - np.sqrt(l2)) ** 2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expect, rel=1e-8, abs=1e-9)
+
+
+@given(st.integers(1, 10), st.integers(0, 2**31 - 1))
+def test_identity_symmetry_and_general_trace(d, seed):
+    rng = np.random.default_rng(seed)
+    s1, s2 = _spd(rng, d), _spd(rng, d)
+    mu = rng.standard_normal(d)
+    assert frechet_distance(mu, s1, mu, s1) == pytest.approx(0.0, abs=1e-8 * np.trace(s1))
+    assert frechet_distance(mu, s1, 2 * mu, s2) == pytest.approx(frechet_distance(2 * mu, s2, mu, s1), rel=1e-8)
+    # tr sqrt(S1 S2) = sum sqrt(eig(S1 S2)) computed directly from the non-symmetric product.
+    direct = np.sum(np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)))
+    assert trace_sqrt_product(s1, s2) == pytest.approx(direct, rel=1e-7)
+
+
+def test_singular_covariances_and_shape_errors():
+    s = np.zeros((3, 3))
+    assert frechet_distance(np.zeros(3), s, np.ones(3), s) == pytest.approx(3.0)
+    rank1 = np.outer([1.0, 2.0], [1.0, 2.0])
+    assert frechet_distance(np.zeros(2), rank1, np.zeros(2), rank1) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="mu"):
+        frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
+
+
+def test_feature_statistics():
+    f = np.random.default_rng(0).standard_normal((50, 3))
+    mu, sigma = feature_statistics(f)
+    assert np.allclose(mu, f.mean(0)) and np.allclose(sigma, np.cov(f.T))
+    with pytest.raises(EvalError):
+        feature_statistics(f[:1])
+
+
+# --------------------------------------------------------------------------- feature networks
+
+
+class _TinyFeatures(torch.nn.Module):
+    """(N, C, T, H, W) -> (N, 4): pooled statistics through a fixed linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        stats = torch.stack([flat.mean(1), flat.std(1), (x[:, :, 1:] - x[:, :, :-1]).abs().flatten(1).mean(1)], 1)
+        return self.lin(stats)
+
+
+@pytest.fixture(scope="module")
+def feature_nets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("features")
+    torch.manual_seed(0)
+    net = _TinyFeatures().eval()
+    x = torch.rand(2, 1, 4, 8, 8) * 2 - 1
+    with warnings.catch_warnings():  # jit.trace and the legacy ONNX exporter warn; both are intended here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(net, x).save(str(d / "feat.pt"))
+        torch.onnx.export(net, (x,), str(d / "feat.onnx"), dynamo=False, input_names=["video"], output_names=["f"],
+                          dynamic_axes={"video": {0: "n", 2: "t", 3: "h", 4: "w"}, "f": {0: "n"}}, opset_version=17)
+    return net, d / "feat.pt", d / "feat.onnx"
+
+
+def test_torchscript_and_onnx_features_agree(feature_nets):
+    net, pt, onnx_path = feature_nets
+    videos = np.random.default_rng(1).uniform(-1, 1, (5, 1, 4, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(videos)).numpy()
+    for path in (pt, onnx_path):
+        got = load_feature_extractor(path, batch_size=2)(videos)
+        assert got.shape == (5, 4)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_feature_file_errors(tmp_path):
+    with pytest.raises(EvalError, match="not found"):
+        load_feature_extractor(tmp_path / "nope.pt")
+    for name in ("bad.pt", "bad.onnx"):
+        (tmp_path / name).write_bytes(b"not a model at all")
+        with pytest.raises(EvalError, match="cannot load"):
+            load_feature_extractor(tmp_path / name)
+    (tmp_path / "f.h5").write_bytes(b"x")
+    with pytest.raises(EvalError, match="unknown format"):
+        load_feature_extractor(tmp_path / "f.h5")
+
+
+# --------------------------------------------------------------------------- evaluate / CLI
+
+
+def test_real_clips_score_perfectly_and_noise_does_not():
+    meta = {"kind": "moving_shapes", "frames": 8, "size": 16, "channels": 1, "options": {"num_objects": 1}}
+    real = real_clips(meta, 8, seed=0)
+    assert real.shape == (8, 1, 8, 16, 16) and real.min() >= -1 and real.max() <= 1
+    noise = noise_clips(real.shape, 0)
+    rep = evaluate(samples=real)
+    assert rep["rows"]["samples"]["coherent_fraction"] > 0.7
+    assert rep["rows"]["noise"]["coherent_fraction"] < 0.2
+    assert np.abs(noise).max() <= 1
+
+
+def test_eval_samples_file_with_features_and_report(tmp_path, feature_nets):
+    _, pt, _ = feature_nets
+    meta = {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}
+    np.save(tmp_path / "s.npy", real_clips(meta, 6, seed=5))
+    import typer
+    from vdm.cli import eval as eval_cli
+
+    app = typer.Typer()
+    eval_cli.register(app)
+    res = CliRunner().invoke(app, ["--samples", str(tmp_path / "s.npy"), "--features", str(pt),
+                                   "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "real (held-out)" in res.output and "noise" in res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert set(rep["rows"]) == {"samples", "real", "noise"}
+    fr = rep["frechet"]
+    assert fr["noise_vs_real"] > fr["samples_vs_real"]
+
+
+def test_eval_cli_errors(tmp_path):
+    import typer
+    from vdm.cli import eval as eval_cli
+
+    app = typer.Typer()
+    eval_cli.register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["--ckpt", str(tmp_path / "none.safetensors")])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    res = runner.invoke(app, ["--ckpt", str(tmp_path / "bad.safetensors")])
+    assert res.exit_code == 2 and "corrupt or truncated" in res.output
+    np.save(tmp_path / "s.npy", np.zeros((2, 1, 4, 8, 8), np.float32))
+    res = runner.invoke(app, ["--samples", str(tmp_path / "s.npy"), "--features", str(tmp_path / "f.onnx")])
+    assert res.exit_code == 2 and "feature network not found" in res.output
+    np.save(tmp_path / "bad.npy", np.zeros((2, 8, 8), np.float32))
+    res = runner.invoke(app, ["--samples", str(tmp_path / "bad.npy")])
+    assert res.exit_code == 2 and "(N, C, T, H, W)" in res.output
+    res = runner.invoke(app, [])
+    assert res.exit_code == 2 and "--ckpt" in res.output
+
+
+@pytest.mark.slow
+def test_eval_checkpoint_end_to_end(tmp_path):
+    """Sample a (barely trained) checkpoint through `vdm eval` and write the report."""
+    import typer
+    from vdm.backends.torch.train import TrainConfig, train
+    from vdm.cli import eval as eval_cli
+
+    model = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1], "temporal_attn_resolutions": [1],
+             "norm_groups": 4}
+    train(TrainConfig(model=model, frames=4, size=8, batch_size=4, steps=2, preview_every=0, device="cpu",
+                      out_dir=str(tmp_path / "run")))
+    app = typer.Typer()
+    eval_cli.register(app)
+    res = CliRunner().invoke(app, ["--ckpt", str(tmp_path / "run" / "last.safetensors"), "--num", "4", "--steps",
+                                   "3", "--device", "cpu", "--report", str(tmp_path / "r.json"),
+                                   "--save-samples", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["settings"]["num"] == 4 and rep["settings"]["steps"] == 3 and rep["checkpoint_step"] == 2
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (4, 1, 4, 8, 8) and np.abs(samples).max() <= 1
+    # Same seed, same samples (the sampler's noise comes from the seed only).
+    rep2 = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=4, steps=3, keep_videos=True)
+    np.testing.assert_array_equal(rep2["videos"], samples)
