@@ -438,8 +438,9 @@ def gen_dynamic_threshold(d: Draw, dtype: str) -> Case:
     return _case("dynamic_threshold", None, params, {"x0": x0})
 
 
-def _step_common(d: Draw, dtype: str, op: str) -> tuple[_Sched, tuple[int, ...], dict, dict, str]:
-    s = draw_schedule(d, dtype != "float64")
+def _step_common(d: Draw, dtype: str, op: str, *, positive_abar: bool = False
+                 ) -> tuple[_Sched, tuple[int, ...], dict, dict, str]:
+    s = draw_schedule(d, dtype != "float64", positive_abar=positive_abar)
     prediction = _prediction(d, s)
     shape = draw_shape(d)
     sv, tv = draw_pair(d, s.pool, shape[0])
@@ -469,8 +470,11 @@ def gen_ddpm_step(d: Draw, dtype: str) -> Case:
 
 
 def gen_ddim_step(d: Draw, dtype: str) -> Case:
-    s, shape, inputs, params, _ = _step_common(d, dtype, "ddim_step")
-    params["eta"] = d.choice((0.0, 1.0, 0.5))
+    eta = d.choice((0.0, 1.0, 0.5))
+    # With eta > 0 at abar_t = 0, sqrt(1 - abar_s - sigma^2) is the square root of an exact zero
+    # computed by cancellation: ~1e-8 either way, beyond any fixed tolerance. Not drawn.
+    s, shape, inputs, params, _ = _step_common(d, dtype, "ddim_step", positive_abar=eta > 0)
+    params["eta"] = eta
     out = d.normal(shape, 2.0)
     if d.choice((False, True)):  # variance channels are ignored
         out = np.concatenate([out, d.normal(shape)], axis=1)
@@ -511,6 +515,9 @@ def gen_sample(d: Draw, dtype: str) -> Case:
     params: dict = {"model": model, "shape": list(shape), "sampler": sampler, "prediction": prediction}
     if sampler == "ddim":
         params["eta"] = d.choice((0.0, 1.0, 0.5))
+        if params["eta"] > 0 and s.sched.abar[steps[0]] == 0:  # see gen_ddim_step
+            steps = steps[1:] if len(steps) > 1 else np.array([steps[0] - 1], dtype=np.int64)
+            inputs["timesteps"], inputs["noise"] = steps, inputs["noise"][1:]
     else:
         params["variance"] = d.choice(("fixed_small", "fixed_large"))
     clip, threshold = d.choice((None, 1.0)), d.choice((None, 0.995))
