@@ -432,6 +432,8 @@ class TrainResult:
     elapsed: float  # seconds, including time before a resume
     steps_per_s: float  # this call's throughput
     world_size: int = 1
+    model: nn.Module | None = field(default=None, repr=False)  # the trained network (raw weights, unwrapped)
+    ema: nn.Module | None = field(default=None, repr=False)  # its EMA copy (what checkpoints sample with)
 
 
 class _Metrics:
@@ -736,7 +738,7 @@ def _train(cfg: TrainConfig, dd: _Dist, *, progress: bool, log: Callable[[str], 
         say(f"done: step {step}, last loss {losses[-1]:.4f}, {(step - start) / total:.2f} steps/s; "
             f"checkpoint {out / 'last.safetensors'}")
     return TrainResult(out_dir=out, step=step, losses=losses, last_checkpoint=last_ckpt, elapsed=elapsed0 + total,
-                       steps_per_s=(step - start) / max(total, 1e-9), world_size=dd.world)
+                       steps_per_s=(step - start) / max(total, 1e-9), world_size=dd.world, model=model, ema=ema)
 
 
 def _preview(ema: nn.Module, meta: dict[str, Any], cfg: TrainConfig, step: int, out: Path,
