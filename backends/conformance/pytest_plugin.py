@@ -150,8 +150,8 @@ class ConformanceItem(pytest.Item):
         raise ConformanceFailure(f"clause {clause_of(self.op)} ({self.op}) at {adapter.dtype}: {message}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, ConformanceFailure):
-            return str(excinfo.value)
+        if isinstance(excinfo.value, ConformanceFailure):  # no traceback: the message says it all
+            return "\n".join([str(excinfo.value), *getattr(excinfo.value, "__notes__", [])])
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

@@ -1,0 +1,154 @@
+"""Deliberately broken backends: each is the NumPy adapter with exactly one known bug.
+
+The kit's own tests assert that every one of them fails on ``BREAKS[cls]`` and passes every
+other clause, so the checks are shown to catch the mistakes real backends make.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+import vdm_ref
+
+from .adapters import NumpyAdapter
+
+
+class _OwnLoop(NumpyAdapter):
+    """The sampling loop of spec 7.6 on this adapter's own steps, as a real backend's loop runs:
+    a broken step then breaks sample() too."""
+
+    def _previous(self, steps: list[int], i: int, T: int) -> int:
+        return steps[i + 1] if i + 1 < len(steps) else -1
+
+    def sample(self, model: Any, sched: vdm_ref.Schedule, timesteps: Any, shape: tuple[int, ...], noise: Any, *,
+               sampler: str = "ddim", prediction: str = "eps", variance: str = "fixed_small", eta: float = 0.0,
+               clip: float | None = None, threshold: float | None = None) -> np.ndarray:
+        steps = [int(t) for t in np.asarray(timesteps).tolist()]
+        z = np.asarray(noise, dtype=np.float64)
+        x = z[0]
+        for i, t in enumerate(steps):
+            s = self._previous(steps, i, sched.T)
+            out = model(x, np.full((shape[0],), t, dtype=np.int64))
+            if sampler == "ddpm":
+                x = self.ddpm_step(sched, x, t, s, out, z[i + 1], prediction=prediction, variance=variance,
+                                   clip=clip, threshold=threshold)
+            else:
+                x = self.ddim_step(sched, x, t, s, out, z[i + 1], prediction=prediction, eta=eta, clip=clip,
+                                   threshold=threshold)
+        return x
+
+
+class StrideDDIM(_OwnLoop):
+    """The loop steps to ``t - T // N`` instead of the next inference timestep (spec 6.4): right
+    only for leading spacing, and for trailing spacing when N divides T."""
+
+    name = "broken-stride-ddim"
+
+    def _previous(self, steps: list[int], i: int, T: int) -> int:
+        return max(steps[i] - T // len(steps), -1)  # the bug
+
+
+class BetaPosteriorVariance(NumpyAdapter):
+    """The posterior variance is beta_{s,t} instead of beta_tilde_{s,t} (spec 5.3)."""
+
+    name = "broken-posterior-variance"
+
+    def posterior_variance(self, sched: vdm_ref.Schedule, s: Any, t: Any) -> np.ndarray:
+        return vdm_ref.effective_beta(sched, s, t)
+
+
+class PerFrameThreshold(NumpyAdapter):
+    """Dynamic thresholding takes the quantile per frame instead of per sample (spec 7.2)."""
+
+    name = "broken-per-frame-threshold"
+
+    def dynamic_threshold(self, x0: Any, quantile: float = 0.995, floor: float = 1.0) -> np.ndarray:
+        x0 = np.asarray(x0, dtype=np.float64)
+        b, c, f = x0.shape[:3]
+        frames = np.moveaxis(np.abs(x0), 2, 1).reshape(b, f, -1)  # (B, F, C*H*W)
+        s = np.maximum(np.quantile(frames, quantile, axis=2), floor)  # (B, F)
+        s = s.reshape(b, 1, f, *([1] * (x0.ndim - 3)))
+        return np.clip(x0, -s, s) / s
+
+
+class UnclippedCosine(NumpyAdapter):
+    """The cosine schedule without its max_beta clip (spec 2.3)."""
+
+    name = "broken-unclipped-cosine"
+
+    def make_schedule(self, name: str, T: int, *, zero_terminal_snr: bool = False, **params: float) -> Any:
+        if name != "cosine":
+            return super().make_schedule(name, T, zero_terminal_snr=zero_terminal_snr, **params)
+        p = {**vdm_ref.DEFAULT_PARAMS["cosine"], **params}
+        u = np.arange(T + 1, dtype=np.float64) / T
+        f = np.cos((u + p["s"]) / (1.0 + p["s"]) * (math.pi / 2)) ** 2
+        betas = 1.0 - f[1:] / f[:-1]  # the bug: no min(., max_beta)
+        return _tables(betas, zero_terminal_snr)
+
+
+class Float32Tables(NumpyAdapter):
+    """Schedule tables computed in float32 and handed out as float64 (spec 1.6 / 2.6 demand float64)."""
+
+    name = "broken-float32-tables"
+
+    def make_schedule(self, name: str, T: int, *, zero_terminal_snr: bool = False, **params: float) -> Any:
+        exact = vdm_ref.make_schedule(name, T, zero_terminal_snr=False, **params)
+        betas = exact.betas.astype(np.float32)
+        abar = np.cumprod(np.float32(1.0) - betas, dtype=np.float32)
+        return _tables(betas.astype(np.float64), zero_terminal_snr, abar.astype(np.float64))
+
+
+class NoiseAtLastStep(_OwnLoop):
+    """DDPM adds noise on the final step to s = -1 too (spec 7.3: [s >= 0] noise)."""
+
+    name = "broken-noise-at-last-step"
+
+    def ddpm_step(self, sched: vdm_ref.Schedule, x_t: Any, t: Any, s: Any, out: Any, noise: Any, *,
+                  prediction: str = "eps", variance: str = "fixed_small", clip: float | None = None,
+                  threshold: float | None = None) -> np.ndarray:
+        x_t = np.asarray(x_t, dtype=np.float64)
+        b = x_t.shape[0]
+        ss = np.broadcast_to(np.asarray(s, dtype=np.int64), (b,))
+        tt = np.broadcast_to(np.asarray(t, dtype=np.int64), (b,))
+        pred, var_values = vdm_ref.split_model_output(out, x_t.shape[1])
+        x0, _ = vdm_ref.predict_x0_eps(sched, x_t, tt, pred, prediction)
+        x0 = vdm_ref.process_x0(x0, clip, threshold)
+        mean = vdm_ref.posterior_mean(sched, x0, x_t, ss, tt)
+        logvar = vdm_ref.model_log_variance(sched, ss, tt, variance, var_values)
+        std = np.exp(0.5 * (logvar if np.ndim(logvar) == x_t.ndim else logvar.reshape((b,) + (1,) * (x_t.ndim - 1))))
+        return mean + std * np.asarray(noise, dtype=np.float64)  # the bug: also when s = -1
+
+
+class SwappedGuidance(NumpyAdapter):
+    """Classifier-free guidance with the conditional and unconditional outputs swapped (spec 7.5)."""
+
+    name = "broken-swapped-cfg"
+
+    def classifier_free_guidance(self, out_cond: Any, out_uncond: Any, scale: float,
+                                 channels: int | None = None) -> np.ndarray:
+        return vdm_ref.classifier_free_guidance(out_uncond, out_cond, scale, channels)
+
+
+def _tables(betas: np.ndarray, zero_terminal_snr: bool, abar: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    abar = np.cumprod(1.0 - betas) if abar is None else abar
+    if zero_terminal_snr:
+        abar = vdm_ref.rescale_zero_terminal_snr(abar)
+        betas = 1.0 - abar / np.concatenate(([1.0], abar[:-1]))
+    with np.errstate(divide="ignore"):
+        return {"betas": betas, "alphas": 1.0 - betas, "abar": abar, "snr": abar / (1.0 - abar),
+                "log_snr": np.log(abar) - np.log1p(-abar), "sigma": np.sqrt((1.0 - abar) / abar)}
+
+
+# Each broken backend and the clauses (ops) it must fail; every other clause must pass.
+BREAKS: dict[type, frozenset[str]] = {
+    StrideDDIM: frozenset({"sample"}),
+    BetaPosteriorVariance: frozenset({"posterior_variance"}),
+    PerFrameThreshold: frozenset({"dynamic_threshold"}),
+    UnclippedCosine: frozenset({"make_schedule"}),
+    Float32Tables: frozenset({"make_schedule"}),
+    NoiseAtLastStep: frozenset({"ddpm_step", "sample"}),  # the loop runs the broken step
+    SwappedGuidance: frozenset({"classifier_free_guidance"}),
+}
