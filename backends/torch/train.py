@@ -577,6 +577,8 @@ def _train(cfg: TrainConfig, dd: _Dist, *, progress: bool, log: Callable[[str], 
         _check_resume_compatible(cfg, ckpt.meta.get("train", {}), ckpt_path)
 
     dataset, num_classes, data_meta = build_dataset(cfg)
+    if data_meta.get("skipped"):
+        say(f"skipped {len(data_meta['skipped'])} unusable video(s): {', '.join(data_meta['skipped'])}")
     if cfg.conditional and num_classes < 1:
         raise ValueError(f"conditional training needs class labels, but data {cfg.data!r} has none")
     mcfg = model_config(cfg, num_classes)

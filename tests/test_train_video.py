@@ -1,0 +1,94 @@
+"""Training on real video files: a UCF-101-layout folder of small generated videos, with a corrupt
+and a too-short file that must be skipped and named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+from vdm.backends.torch.checkpoint import load_checkpoint
+from vdm.backends.torch.train import TrainConfig, train
+from vdm.backends.torch.video_data import VideoSkippedWarning, write_video
+
+SMALL_MODEL = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1],
+               "temporal_attn_resolutions": [1], "norm_groups": 4}
+CLASSES = ("MoveLeft", "MoveRight")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _square_video(direction: int, frames: int = 10, size: int = 16) -> np.ndarray:
+    video = np.zeros((frames, size, size, 3), np.uint8)
+    for t in range(frames):
+        x = 2 + (t if direction > 0 else frames - 1 - t)
+        video[t, 5:10, x:x + 4] = (255, 200, 50)
+    return video
+
+
+@pytest.fixture(scope="module")
+def ucf_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ucf")
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(CLASSES)))
+    train_lines, test_lines = [], []
+    for label, cls in enumerate(CLASSES):
+        (root / cls).mkdir()
+        for g in (1, 2):
+            rel = f"{cls}/v_{cls}_g0{g}_c01.avi"
+            write_video(root / rel, _square_video(1 if label else -1), fps=8)
+            (train_lines if g == 1 else test_lines).append(f"{rel} {label + 1}")
+    # A corrupt file and a 2-frame file, both listed for training.
+    (root / "MoveLeft" / "v_MoveLeft_g03_c01.avi").write_bytes(b"RIFF\x00\x00garbage" * 10)
+    write_video(root / "MoveRight" / "v_MoveRight_g03_c01.avi", _square_video(1, frames=2), fps=8)
+    train_lines += ["MoveLeft/v_MoveLeft_g03_c01.avi 1", "MoveRight/v_MoveRight_g03_c01.avi 2"]
+    (lists / "trainlist01.txt").write_text("\n".join(train_lines) + "\n")
+    (lists / "testlist01.txt").write_text("\n".join(r.split()[0] for r in test_lines) + "\n")
+    return root
+
+
+def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
+    cfg = TrainConfig(data=f"ucf101:{ucf_root}", model=SMALL_MODEL, frames=4, size=8, channels=3, conditional=True,
+                      batch_size=3, steps=3, checkpoint_every=0, preview_every=3, preview_num=2, preview_steps=2,
+                      device="cpu", out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(VideoSkippedWarning) as record:
+        res = train(cfg)
+    text = " ".join(str(w.message) for w in record)
+    assert "v_MoveLeft_g03_c01.avi" in text and "v_MoveRight_g03_c01.avi" in text
+    assert res.step == 3 and all(np.isfinite(res.losses))
+    ck = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    data = ck.meta["data"]
+    assert data["kind"] == "ucf101" and data["num_videos"] == 2 and data["num_classes"] == 2
+    assert sorted(p.rsplit("/", 1)[-1] for p in data["skipped"]) == ["v_MoveLeft_g03_c01.avi",
+                                                                     "v_MoveRight_g03_c01.avi"]
+    assert ck.config.num_classes == 2 and ck.config.in_channels == 3
+    # The resumed run decodes from the cache and continues exactly.
+    with pytest.warns(VideoSkippedWarning):  # every dataset build names the broken files again
+        full = train(cfg.replace(out_dir=str(tmp_path / "full"), steps=5))
+        resumed = train(cfg.replace(steps=5, resume="auto"))
+    assert resumed.losses == full.losses[3:]
+
+
+def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
+    import typer
+    from vdm.cli import train as train_cli
+
+    app = typer.Typer()
+    train_cli.register(app)
+    args = ["--data", f"folder:{ucf_root}", "--frames", "4", "--size", "8", "--channels", "1", "--batch-size", "2",
+            "--steps", "2", "--device", "cpu", "--preview-every", "0", "--out", str(tmp_path / "cli"),
+            "--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_resolutions=[1]",
+            "--model", "temporal_attn_resolutions=[1]", "--model", "norm_groups=4"]
+    with pytest.warns(VideoSkippedWarning):
+        res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "skipped 2 unusable video(s)" in res.output and "v_MoveLeft_g03_c01.avi" in res.output
+    res = CliRunner().invoke(app, [*args[:-10], "--data", f"ucf101:{tmp_path / 'nowhere'}"])
+    assert res.exit_code == 2 and "not found" in res.output
