@@ -250,6 +250,18 @@ def test_float32_softmax_and_groupnorm_under_half():
     assert gn(x.half()).dtype == torch.float16
 
 
+def test_half_model_matches_float():
+    model = make(micro(num_classes=2))
+    half = make(micro(num_classes=2))
+    half.load_state_dict(model.state_dict())
+    half = half.half()
+    x = torch.randn(2, 1, 3, 8, 8)
+    t = torch.tensor([5.0, 999.0])  # large t: the embedding must stay float32 inside
+    out = half(x.half(), t)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), model(x, t), atol=2e-2, rtol=2e-2)
+
+
 def test_autocast_forward_is_finite():
     model = make(micro())
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -145,7 +145,10 @@ class GroupNorm32(nn.GroupNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        # Affine parameters are cast too, so a plain ``model.half()`` still works.
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def _norm(channels: int, groups: int) -> GroupNorm32:
