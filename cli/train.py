@@ -137,6 +137,9 @@ def register(app: typer.Typer) -> None:
             help="Resume exactly from a checkpoint PATH, or 'auto' = OUT/last.safetensors if present. The "
                  "checkpoint's options are the base; only runtime options (steps, out, intervals, device, "
                  "workers, threads) may differ.")] = None,
+        overwrite: Annotated[bool | None, typer.Option(
+            "--overwrite", help="Start afresh in an --out that already holds a run, deleting its checkpoints and "
+                                "previews (without it, that is an error).")] = None,
         device: Annotated[str | None, typer.Option(
             help="auto, cpu, cuda or cuda:N (error if CUDA is missing). [default: auto]")] = None,
         num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes. [default: 0]")] = None,
@@ -168,8 +171,8 @@ def register(app: typer.Typer) -> None:
                 "ema_decay": ema_decay, "ema_warmup": ema_warmup, "bf16": bf16, "seed": seed, "out_dir": out,
                 "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
                 "preview_every": preview_every, "preview_num": preview_num, "preview_steps": preview_steps,
-                "log_every": log_every, "resume": resume, "device": device, "num_workers": num_workers,
-                "threads": threads,
+                "log_every": log_every, "resume": resume, "overwrite": overwrite, "device": device,
+                "num_workers": num_workers, "threads": threads,
             }
             cfg = resolve_run_config(config, overrides, quickstart=quickstart)
         except (ValueError, CheckpointError) as exc:

@@ -236,3 +236,14 @@ def test_cli_nan_exits_nonzero(tmp_path, monkeypatch):
     assert res.exit_code == 1
     assert "at step 2" in res.output and "Last good checkpoint" in res.output
     assert load_checkpoint(tmp_path / "nan" / "last.safetensors").step == 1
+
+
+def test_existing_run_is_not_clobbered(tmp_path):
+    train(_cfg(tmp_path, steps=4, checkpoint_every=2))
+    with pytest.raises(ValueError, match="already holds a training run.*--resume auto.*--overwrite"):
+        train(_cfg(tmp_path, steps=1))
+    res = train(_cfg(tmp_path, steps=1, overwrite=True, num_workers=1))
+    assert res.step == 1
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000001.safetensors"]
+    assert load_checkpoint(out / "last.safetensors").step == 1

@@ -109,6 +109,7 @@ class TrainConfig:
     preview_steps: int = 10  # DDIM steps per preview
     log_every: int = 10  # metrics.csv row every N steps (mean loss over those steps)
     resume: str | None = None  # checkpoint path, or "auto" = OUT/last.safetensors if it exists
+    overwrite: bool = False  # start afresh in an OUT that already holds a run (its checkpoints/previews are deleted)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     num_workers: int = 0  # DataLoader worker processes
     threads: int = 0  # torch CPU threads per process; 0 = torch default (divided among local DDP ranks)
@@ -187,7 +188,7 @@ class TrainConfig:
 # Options a resumed run may change; everything else must match the checkpoint's run.
 RUNTIME_OPTIONS = frozenset({
     "steps", "out_dir", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_num", "preview_steps",
-    "log_every", "resume", "device", "num_workers", "threads",
+    "log_every", "resume", "overwrite", "device", "num_workers", "threads",
 })
 
 # The measured CPU quickstart (see the report in the README/quickstart): tiny U-Net on 8-frame
@@ -575,6 +576,16 @@ def _train(cfg: TrainConfig, dd: _Dist, *, progress: bool, log: Callable[[str], 
     ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         _check_resume_compatible(cfg, ckpt.meta.get("train", {}), ckpt_path)
+    out = Path(cfg.out_dir)
+    if ckpt is None and (out / "last.safetensors").is_file():
+        # Never clobber a run by accident: continuing it or replacing it must be asked for.
+        if not cfg.overwrite:
+            raise ValueError(f"{out} already holds a training run ({out / 'last.safetensors'}); pass --resume auto "
+                             "to continue it, --overwrite to replace it, or choose another --out")
+        if dd.main:
+            for old in [out / "last.safetensors", *(out / "checkpoints").glob("step_*.safetensors"),
+                        *(out / "previews").glob("step_*.gif")]:
+                old.unlink(missing_ok=True)
 
     dataset, num_classes, data_meta = build_dataset(cfg)
     if data_meta.get("skipped"):
@@ -613,7 +624,6 @@ def _train(cfg: TrainConfig, dd: _Dist, *, progress: bool, log: Callable[[str], 
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    out = Path(cfg.out_dir)
     metrics = None
     if dd.main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
