@@ -1,0 +1,278 @@
+"""The conformance kit's checks: error ratios, case sources, broken backends, e2e, xfail, loading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from vdm.backends.conformance import broken, cases, checks, protocol, runner, xfail
+from vdm.backends.conformance.adapters import BackendError, NumpyAdapter
+from vdm.backends.conformance.example_backend import ExampleBackend
+
+import vdm_ref
+
+FAST = {"n_random": 6, "seed": 0}
+
+
+# --- error ratio and rounding ---------------------------------------------------------------------
+
+
+def test_error_ratio_matches_the_spec_metric() -> None:
+    want = np.array([1.0, -2.0, np.inf, -np.inf])
+    ratio, _ = checks.error_ratio(want, want, 1e-10, 1e-12)
+    assert ratio == 0.0  # equal infinities match
+    ratio, where = checks.error_ratio(np.array([1.0 + 2e-10, -2.0, np.inf, -np.inf]), want, 1e-10, 0.0)
+    assert ratio == pytest.approx(2.0, rel=1e-3) and where.startswith("[0]")
+    assert checks.error_ratio(np.array([1.0, -2.0, np.nan, -np.inf]), want, 1.0, 1.0)[0] == math.inf
+    assert checks.error_ratio(np.array([1.0, -2.0, 5.0, -np.inf]), want, 1.0, 1.0)[0] == math.inf
+    assert checks.error_ratio(np.zeros(3), np.zeros(4), 1.0, 1.0) == (math.inf, "has shape (3,), expected (4,)")
+    # Zero tolerance (clip_x0): exact or infinitely wrong.
+    assert checks.error_ratio(np.array([0.5]), np.array([0.5]), 0.0, 0.0)[0] == 0.0
+    assert checks.error_ratio(np.array([0.5 + 1e-16]), np.array([0.5]), 0.0, 0.0)[0] == math.inf
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20))
+def test_bfloat16_rounding_matches_torch(values: list[float]) -> None:
+    torch = pytest.importorskip("torch")
+    x = np.array(values, dtype=np.float64)
+    want = torch.tensor(x).to(torch.bfloat16).double().numpy()
+    np.testing.assert_array_equal(protocol.round_to_dtype(x, "bfloat16"), want)
+
+
+def test_rounding_leaves_timesteps_alone() -> None:
+    t = np.array([999, 0], dtype=np.int64)
+    assert protocol.round_to_dtype(t, "float16") is t
+
+
+def test_tolerances_follow_the_table() -> None:
+    assert protocol.tolerance_for("make_schedule", "bfloat16") == {"rtol": 1e-12, "atol": 1e-15}  # always float64
+    assert protocol.tolerance_for("inference_timesteps", "float16") == {"rtol": 0.0, "atol": 0.0}  # exact
+    assert protocol.tolerance_for("vlb_term", "bfloat16") is None
+    assert set(protocol.OPS) == set(protocol.tolerances()["ops"])
+
+
+# --- case sources -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_random_cases_are_valid_reference_inputs(op: str) -> None:
+    """Every drawn case is accepted by vdm_ref (none silently dropped), at float64 and float32."""
+    for dtype in ("float64", "float32"):
+        draw = cases.RngDraw(cases.op_rng(1, op))
+        for k in range(15):
+            case = cases.random_case(op, draw, dtype, k)
+            checks.reference(case, {n: protocol.round_to_dtype(v, dtype) for n, v in case.inputs.items()})
+            if dtype == "float32":
+                assert cases.in_low_precision_range(case), case
+
+
+def test_stale_golden_vectors_are_left_out_not_blamed() -> None:
+    gold, note = cases.golden_cases("q_sample")
+    if not gold:
+        pytest.skip(note or "no golden vectors")
+    case = gold[0]
+    case.want = {k: v + 1.0 for k, v in case.want.items()}
+    tol = protocol.tolerance_for("q_sample", "float64")
+    assert "disagree" in checks.run_case(NumpyAdapter(), case, "float64", tol)
+
+
+def test_low_precision_filter_drops_out_of_range_timesteps() -> None:
+    sched = {"name": "linear", "T": 1000, "params": {}, "zero_terminal_snr": False}
+    ok = cases.Case("q_sample", "x", "golden", sched, {"t": np.array([500])}, {})
+    tail = cases.Case("q_sample", "x", "golden", sched, {"t": np.array([500, 999])}, {})  # abar_999 ~ 4e-5
+    last = cases.Case("ddpm_step", "x", "golden", sched, {}, {"t": 500, "s": -1})
+    assert cases.in_low_precision_range(ok) and cases.in_low_precision_range(last)
+    assert not cases.in_low_precision_range(tail)
+
+
+# --- correct backends pass ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_and_example_backends_pass_every_clause(dtype: str) -> None:
+    for adapter in (NumpyAdapter(dtype=dtype), ExampleBackend(dtype=dtype)):
+        for op in protocol.OPS:
+            result = checks.check_op(adapter, op, dtype, **FAST)
+            assert result.status == "pass", (adapter.name, op, result.first_failure)
+            assert result.n_cases >= 6
+
+
+def test_low_dtypes_skip_clauses_without_a_tolerance() -> None:
+    result = checks.check_op(NumpyAdapter(dtype="bfloat16"), "vlb_term", "bfloat16", **FAST)
+    assert (result.status, result.reason) == ("skip", "spec gives no bfloat16 tolerance")
+    assert checks.check_op(ExampleBackend(dtype="float16"), "q_sample", "float16", **FAST).status == "pass"
+
+
+# --- broken backends fail on their clause, and only there -------------------------------------
+
+
+@pytest.mark.parametrize("cls", list(broken.BREAKS), ids=lambda c: c.__name__)
+def test_each_broken_backend_fails_exactly_its_clauses(cls: type) -> None:
+    adapter = cls()
+    failed = {op for op in protocol.OPS if checks.check_op(adapter, op, "float64", **FAST).status == "fail"}
+    assert failed == broken.BREAKS[cls]
+
+
+@pytest.mark.parametrize("cls", list(broken.BREAKS), ids=lambda c: c.__name__)
+def test_random_cases_alone_catch_each_broken_backend(cls: type) -> None:
+    """Without the golden vectors (and the e2e checks) the seeded random cases still catch the bug."""
+    adapter = cls()
+    for op in broken.BREAKS[cls]:
+        assert checks.check_op(adapter, op, "float64", golden=False, e2e=False, **FAST).status == "fail"
+
+
+def test_ideal_denoiser_sampling_catches_noise_on_the_last_step() -> None:
+    tol = protocol.tolerance_for("sample", "float64")
+    landing = next(c for c in checks.E2E_CHECKS if c.kind == "points")
+    bad = checks.run_e2e(broken.NoiseAtLastStep(), landing, "float64", tol)
+    assert bad.failed and "nearest data point" in bad.message
+    for check in checks.E2E_CHECKS:
+        assert not checks.run_e2e(NumpyAdapter(), check, "float64", tol).failed
+
+
+def test_closed_form_sampler_moments_approach_the_data() -> None:
+    sched = vdm_ref.make_schedule("cosine", 1000)
+    steps = vdm_ref.inference_timesteps(1000, 1000, "trailing")
+    m, v = checks._closed_form_moments(sched, steps, "ddim", "eps", "fixed_small")
+    assert m == pytest.approx(checks.MU, abs=1e-3) and v == pytest.approx(checks.VAR, rel=0.01)
+
+
+def test_e2e_statistics_catch_a_wrong_sample_variance() -> None:
+    class Inflated(NumpyAdapter):
+        def sample(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            x = super().sample(*args, **kwargs)
+            return checks.MU + 1.1 * (x - x.mean())
+
+    gaussian = next(c for c in checks.E2E_CHECKS if c.sampler == "ddpm" and c.kind == "gaussian")
+    out = checks.run_e2e(Inflated(), gaussian, "float64", protocol.tolerance_for("sample", "float64"))
+    assert out.failed and "closed form" in out.message
+
+
+# --- missing methods ------------------------------------------------------------------------------
+
+
+class _Partial:
+    name, version, device, dtype = "partial", "0", "cpu", "float64"
+
+    def clip_x0(self, x0, limit=1.0):  # type: ignore[no-untyped-def]
+        return np.clip(x0, -limit, limit)
+
+    def q_sample(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError("later")
+
+
+def test_missing_ops_fail_unless_allowed() -> None:
+    p = _Partial()
+    assert checks.check_op(p, "clip_x0", "float64", **FAST).status == "pass"
+    for op in ("velocity", "q_sample"):  # absent, and raising NotImplementedError
+        r = checks.check_op(p, op, "float64", **FAST)
+        assert r.status == "fail" and "not implemented" in r.reason and "(required)" in r.reason
+        r = checks.check_op(p, op, "float64", allow_missing=True, **FAST)
+        assert r.status == "skip" and r.reason.startswith("not implemented")
+
+
+def test_backend_exceptions_are_check_failures_not_crashes() -> None:
+    class Raises(NumpyAdapter):
+        def velocity(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    r = checks.check_op(Raises(), "velocity", "float64", **FAST)
+    assert r.status == "fail" and r.first_failure["message"] == "raised RuntimeError: boom"
+
+
+def test_sample_must_call_the_model_once_per_timestep() -> None:
+    class SkipsFirst(NumpyAdapter):
+        def sample(self, model, sched, timesteps, shape, noise, **kw):  # type: ignore[no-untyped-def]
+            return super().sample(model, sched, timesteps[1:], shape, noise[1:], **kw) if len(timesteps) > 1 \
+                else super().sample(model, sched, timesteps, shape, noise, **kw)
+
+    r = checks.check_op(SkipsFirst(), "sample", "float64", **FAST)
+    assert r.status == "fail"
+
+
+# --- run, selection, xfail, loading --------------------------------------------------------------
+
+
+def test_select_ops_by_name_clause_and_section() -> None:
+    assert runner.select_ops("ddim_step") == ["ddim_step"]
+    assert runner.select_ops("5.3") == ["posterior_variance", "posterior_log_variance_clipped"]
+    assert runner.select_ops("2,6") == ["make_schedule", "inference_timesteps"]
+    assert len(runner.select_ops("8")) == 7
+    with pytest.raises(BackendError, match="matches no op or clause"):
+        runner.select_ops("9.9")
+
+
+def test_xfail_turns_failures_into_xfail_and_reports_unmatched(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "x.json"
+    path.write_text('{"xfail": [{"op": "classifier_free_guidance", "reason": "swapped on purpose"},'
+                    ' {"clause": "7.1", "reason": "stale"}, {"op": "q_sample", "dtype": "float32", "reason": "n/a"}]}')
+    entries = xfail.load_xfail(path)
+    report = runner.run(broken.SwappedGuidance(), ops=["classifier_free_guidance", "clip_x0"], n_cases=4,
+                        xfail=entries)
+    assert [r.status for r in report.results] == ["xfail", "pass"]
+    assert report.results[0].reason == "swapped on purpose"
+    # The 7.1 entry applies and matched nothing; the float32 entry does not apply to a float64 run.
+    assert [e.clause for e in report.unmatched_xfail] == ["7.1"]
+    assert report.ok
+    strict = runner.run(broken.SwappedGuidance(), ops=["clip_x0"], n_cases=2, xfail=entries, strict_xfail=True)
+    assert not strict.ok
+
+
+def test_xfail_toml_and_validation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "x.toml"
+    path.write_text('[[xfail]]\nop = "vlb_term"\ndtype = "float32"\ndevice = "cuda"\nreason = "later"\n')
+    (entry,) = xfail.load_xfail(path)
+    assert entry == xfail.XfailEntry(reason="later", op="vlb_term", dtype="float32", device="cuda")
+    assert entry.applies("float32", "cuda:0", ["vlb_term"]) and not entry.applies("float32", "cpu", ["vlb_term"])
+    for bad, msg in [
+        ('{"xfail": [{"op": "nope", "reason": "r"}]}', "unknown op"),
+        ('{"xfail": [{"op": "vlb_term"}]}', "non-empty 'reason'"),
+        ('{"xfail": [{"op": "vlb_term", "clause": "8.5", "reason": "r"}]}', "exactly one"),
+        ('{"xfail": [{"clause": "9.9", "reason": "r"}]}', "unknown clause"),
+        ('{"xfail": [{"op": "vlb_term", "dtype": "fp8", "reason": "r"}]}', "unknown dtype"),
+        ('{"xfail": {"op": "vlb_term"}}', "list of entries"),
+        ("{not json", "not valid JSON"),
+    ]:
+        path = tmp_path / "bad.json"
+        path.write_text(bad)
+        with pytest.raises(xfail.XfailError, match=msg):
+            xfail.load_xfail(path)
+
+
+def test_resolve_backend_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = "vdm.backends.conformance.example_backend"
+    assert runner.resolve_backend(f"{mod}:ExampleBackend", dtype="float32").dtype == "float32"  # class
+    monkeypatch.setattr(broken, "INSTANCE", ExampleBackend(dtype="float32"), raising=False)
+    inst = runner.resolve_backend("vdm.backends.conformance.broken:INSTANCE")  # instance: its own dtype
+    assert inst.dtype == "float32"
+    with pytest.raises(BackendError, match="uses dtype float32, not float64"):
+        runner.resolve_backend("vdm.backends.conformance.broken:INSTANCE", dtype="float64")
+    monkeypatch.setattr(broken, "FACTORY", lambda device, dtype: NumpyAdapter(device, dtype), raising=False)
+    assert runner.resolve_backend("vdm.backends.conformance.broken:FACTORY").name == "numpy"
+    monkeypatch.setattr(broken, "NOT_AN_ADAPTER", object(), raising=False)
+    with pytest.raises(BackendError, match="lacks the string attribute"):
+        runner.resolve_backend("vdm.backends.conformance.broken:NOT_AN_ADAPTER")
+    with pytest.raises(BackendError, match="failed: ValueError"):
+        runner.resolve_backend(f"{mod}:ExampleBackend", dtype="bfloat16")
+
+
+def test_report_json_is_complete(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    report = runner.run(broken.PerFrameThreshold(), ops=["dynamic_threshold", "velocity"], n_cases=3, seed=7)
+    path = tmp_path / "sub" / "r.json"
+    report.write(path)
+    import json
+
+    doc = json.loads(path.read_text())
+    assert doc["spec_version"] == vdm_ref.SPEC_VERSION
+    assert doc["backend"] == {"name": "broken-per-frame-threshold", "version": NumpyAdapter().version,
+                              "device": "cpu", "dtype": "float64"}
+    assert {"python", "os", "machine", "numpy"} <= set(doc["platform"])
+    assert doc["settings"]["seed"] == 7 and doc["summary"]["fail"] == 1 and doc["summary"]["ok"] is False
+    dyn, vel = doc["results"]
+    assert (dyn["op"], dyn["clause"], dyn["status"]) == ("dynamic_threshold", "7.2", "fail")
+    assert dyn["worst_ratio"] > 1 and dyn["first_failure"]["case"] and dyn["first_failure"]["message"]
+    assert vel["status"] == "pass" and vel["worst_ratio"] <= 1 and vel["n_cases"] >= 3
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
