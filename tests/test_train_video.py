@@ -74,6 +74,13 @@ def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
         full = train(cfg.replace(out_dir=str(tmp_path / "full"), steps=5))
         resumed = train(cfg.replace(steps=5, resume="auto"))
     assert resumed.losses == full.losses[3:]
+    # `vdm eval` on a video checkpoint: real reference clips come from the UCF-101 test split.
+    from vdm.backends.torch.evaluate import evaluate, real_clips
+
+    real = real_clips(data, 3, seed=0)
+    assert real.shape == (3, 3, 4, 8, 8) and real.min() >= -1 and real.max() <= 1
+    rep = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=2, steps=2, device="cpu")
+    assert set(rep["rows"]) == {"samples", "real", "noise"}
 
 
 def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
@@ -90,5 +97,5 @@ def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
         res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "skipped 2 unusable video(s)" in res.output and "v_MoveLeft_g03_c01.avi" in res.output
-    res = CliRunner().invoke(app, [*args[:-10], "--data", f"ucf101:{tmp_path / 'nowhere'}"])
+    res = CliRunner().invoke(app, [*args, "--data", f"ucf101:{tmp_path / 'nowhere'}", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "not found" in res.output

@@ -148,12 +148,36 @@ def noise_clips(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def real_clips(data_meta: dict[str, Any], num: int, seed: int) -> np.ndarray:
-    """``num`` moving-shapes clips from the held-out seed ``seed + HELDOUT_SEED_OFFSET``, with the
-    dataset options of a checkpoint's ``data`` meta (frames, size, channels, objects, ...)."""
-    from .moving_shapes import MovingShapes
+    """``num`` real clips shaped like a checkpoint's ``data`` meta (frames, size, channels, ...).
 
-    ds = MovingShapes(num, moving_shapes_config(data_meta), base_seed=seed + HELDOUT_SEED_OFFSET)
-    return ds.numpy_batch(range(num))[0]
+    Moving shapes: fresh clips from the held-out seed ``seed + HELDOUT_SEED_OFFSET``. Video data
+    (folder / ucf101): centre clips of a seeded choice of videos, from the UCF-101 test split
+    when the run trained on the train split (else the same files); fewer than ``num`` videos are
+    cycled."""
+    kind = data_meta.get("kind", "moving_shapes")
+    if kind == "moving_shapes":
+        from .moving_shapes import MovingShapes
+
+        ds = MovingShapes(num, moving_shapes_config(data_meta), base_seed=seed + HELDOUT_SEED_OFFSET)
+        return ds.numpy_batch(range(num))[0]
+    from . import video_data
+
+    opts = data_meta.get("options") or {}
+    clip = video_data.ClipSpec(frames=int(data_meta["frames"]), size=int(data_meta["size"]),
+                               channels=int(data_meta["channels"]), frame_stride=int(opts.get("frame_stride", 1)),
+                               mode="center")
+    root = opts.get("root")
+    if not root or not Path(root).is_dir():
+        raise EvalError(f"the checkpoint's {kind} data folder {root!r} is not available for real reference clips")
+    with warnings.catch_warnings():  # the training run already reported unusable files
+        warnings.simplefilter("ignore")
+        if kind == "ucf101":
+            split = "test" if opts.get("split", "train") == "train" else "train"
+            ds = video_data.UCF101(root, opts["split_dir"], split=split, fold=int(opts.get("fold", 1)), clip=clip)
+        else:
+            ds = video_data.VideoFolder(root, clip=clip)
+    order = np.random.default_rng([seed, HELDOUT_SEED_OFFSET]).permutation(len(ds))
+    return np.stack([ds[int(order[i % len(ds)])][0].numpy() for i in range(num)]).astype(np.float32)
 
 
 def moving_shapes_config(data_meta: dict[str, Any]) -> Any:
@@ -299,8 +323,8 @@ def evaluate(
     keep_videos: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score samples (drawn from ``ckpt``, or given as ``samples``) beside real held-out
-    moving-shapes clips and clipped Gaussian noise of the same shape. Returns the report dict:
+    """Score samples (drawn from ``ckpt``, or given as ``samples``) beside real held-out clips
+    (see :func:`real_clips`) and clipped Gaussian noise of the same shape. Returns the report dict:
     ``{"rows": {"samples"|"real"|"noise": {metric: value}}, "settings": {...}, ...}`` (plus the
     clips under ``"videos"`` with ``keep_videos``)."""
     if ckpt is None and samples is None:
@@ -321,9 +345,6 @@ def evaluate(
         sample_seconds = time.perf_counter() - t0
     n, c, t, h, w = videos.shape
     data_meta = dict(meta.get("data") or {})
-    if data_meta.get("kind", "moving_shapes") != "moving_shapes":
-        raise EvalError(f"real reference clips exist for moving_shapes data only; this checkpoint was "
-                        f"trained on {data_meta.get('kind')!r} (score --samples with --features instead)")
     data_meta.update(frames=t, size=h, channels=c)
     if num_objects is not None:
         data_meta["options"] = {**(data_meta.get("options") or {}), "num_objects": num_objects,
