@@ -79,6 +79,15 @@ def test_stale_golden_vectors_are_left_out_not_blamed() -> None:
     assert "disagree" in checks.run_case(NumpyAdapter(), case, "float64", tol)
 
 
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_every_golden_vector_is_used_at_float64(op: str) -> None:
+    """The kit reads spec/vectors as SPEC.md 10 defines them: no case is left out or disagrees."""
+    gold, note = cases.golden_cases(op)
+    assert gold and note is None
+    result = checks.check_op(NumpyAdapter(), op, "float64", n_random=0, e2e=False)
+    assert result.status == "pass" and result.notes == [] and result.sources == {"golden": len(gold)}
+
+
 def test_low_precision_filter_drops_out_of_range_timesteps() -> None:
     sched = {"name": "linear", "T": 1000, "params": {}, "zero_terminal_snr": False}
     ok = cases.Case("q_sample", "x", "golden", sched, {"t": np.array([500])}, {})
