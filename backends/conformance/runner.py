@@ -55,11 +55,13 @@ def resolve_backend(spec: str, device: str | None = None, dtype: str | None = No
 
         return _check_adapter(NumpyAdapter(device=device or "cpu", dtype=dtype or "float64"), spec)
     if spec in ("torch", "torch:cpu", "torch:cuda"):
+        from .adapters import TorchAdapter
+
         try:
-            from .adapters import TorchAdapter
-        except ImportError as exc:
+            adapter = TorchAdapter(device=device or "cpu", dtype=dtype or "float64")
+        except ImportError as exc:  # torch, or the backend's modules, missing
             raise BackendError(f"the torch backend cannot be imported: {exc}") from None
-        return _check_adapter(TorchAdapter(device=device or "cpu", dtype=dtype or "float64"), spec)
+        return _check_adapter(adapter, spec)
     if ":" not in spec:
         raise BackendError(f"unknown backend {spec!r}: use numpy, torch, torch:cuda or package.module:attr")
     return _check_adapter(_load_object(spec, device, dtype), spec)
