@@ -96,6 +96,15 @@ def ddim_sigma(sched: Schedule, t: np.ndarray, s: np.ndarray, eta: float) -> np.
     return eta * np.sqrt((1.0 - a_s) / (1.0 - a_t)) * np.sqrt(1.0 - a_t / a_s)
 
 
+def ddim_direction_variance(a_t: np.ndarray, a_s: np.ndarray, eta: float) -> np.ndarray:
+    """Spec 7.4: the eps_hat coefficient squared, 1 - abar_s - sigma^2, written without cancellation:
+
+    (1 - abar_s) * ((1 - eta^2) + eta^2 * abar_t (1 - abar_s) / (abar_s (1 - abar_t))).
+    Every term is non-negative, so it is exactly 0 where it should be (eta = 1 at abar_t = 0).
+    """
+    return (1.0 - a_s) * ((1.0 - eta**2) + eta**2 * a_t * (1.0 - a_s) / (a_s * (1.0 - a_t)))
+
+
 def ddim_step(
     sched: Schedule,
     x_t: np.ndarray,
@@ -129,8 +138,8 @@ def ddim_step(
         eps = eps_from_x0(sched, x_t, tt, x0)
     a_s = _checks.per_sample(sched.abar_at(ss), x_t.ndim)
     sigma = _checks.per_sample(ddim_sigma(sched, tt, ss, eta), x_t.ndim)
-    # max(., 0) only guards rounding: sigma^2 <= 1 - abar_s holds exactly for eta <= 1.
-    x_s = np.sqrt(a_s) * x0 + np.sqrt(np.maximum(1.0 - a_s - sigma**2, 0.0)) * eps
+    a_t = _checks.per_sample(sched.abar_at(tt), x_t.ndim)
+    x_s = np.sqrt(a_s) * x0 + np.sqrt(ddim_direction_variance(a_t, a_s, eta)) * eps
     if eta == 0.0 or np.all(sigma == 0.0):
         return x_s
     if noise is None:
