@@ -41,8 +41,8 @@ def examples(n: int) -> settings:
     return settings(max_examples=max(1, int(n * SCALE)), deadline=None)
 
 
-FAST = examples(60)
-SLOW = examples(30)
+FAST = examples(200)
+SLOW = examples(100)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ seeds = st.integers(0, 2**32 - 1)
 
 
 @device_param
-@examples(100)
+@examples(200)
 @given(spec=schedule_specs(), dtype=st.sampled_from(list(TD)))
 def test_schedule_tables_match_reference_in_float64(device, spec, dtype):
     ref, sched = build(spec, dtype, device)
@@ -241,6 +241,9 @@ def test_forward_process(device, spec, shape, seed, data_):
     assert_within_tolerance(var, rvar, "q_mean_variance", dtype)
     assert mean.dtype == TD[dtype] and var.shape == x0.shape
     assert_within_tolerance(O.q_sample(sched, x0, t, noise), R.q_sample(ref, rx0, rt, rnoise), "q_sample", dtype)
+    if isinstance(t, int):  # a 0-d tensor is a scalar timestep too
+        t0 = torch.tensor(t, device=device)
+        assert torch.equal(O.q_sample(sched, x0, t0, noise), O.q_sample(sched, x0, t, noise))
     assert_within_tolerance(O.velocity(sched, x0, t, noise), R.velocity(ref, rx0, rt, rnoise), "velocity", dtype)
     for prediction in R.PREDICTIONS:
         assert_within_tolerance(O.training_target(sched, x0, t, noise, prediction),
@@ -468,6 +471,10 @@ def test_sample_loop_with_ideal_denoiser(device, spec, shape, seed, data_):
     spacing = draw(st.sampled_from(R.SPACINGS))
     n = draw(st.integers(1, min(ref.T, 25)))
     steps = O.inference_timesteps(ref.T, n, spacing, device=device)
+    if dtype != "float64":  # low precision: start where abar_t >= the range's floor (x0 from eps is
+        steps = steps[sched.abar64[steps] >= LO_ABAR]  # ill-conditioned below it); the tail is kept
+        n = len(steps)
+        assume(n > 0)
     mu, var = draw(st.sampled_from([0.0, 0.5])), draw(st.sampled_from([1.0, 0.25]))
     kw = dict(sampler=sampler, prediction=prediction, eta=draw(st.sampled_from([0.0, 1.0])),
               clip=draw(st.sampled_from([None, 1.0])), threshold=draw(st.sampled_from([None, 0.995])))
@@ -649,6 +656,7 @@ def test_error_messages_name_the_argument():
         (lambda: O.ddpm_step(sched, x, 3, 1, torch.zeros(2, 3, 3, dtype=torch.float64), x), "'out'"),
         (lambda: O.sample(lambda a, b: a, sched, [3, 1], (2, 1, 3), torch.Generator(), sampler="euler"), "'sampler'"),
         (lambda: O.sample(lambda a, b: a, sched, [1, 3], (2, 1, 3), torch.Generator()), "'timesteps'"),
+        (lambda: O.sample(lambda a, b: a, sched, [10, 3], (2, 1, 3), torch.Generator()), "'timesteps'"),
         (lambda: O.sampling_noise(torch.zeros(2, 2, 1, 3), 3, (2, 1, 3)), "'noise'"),
         (lambda: O.classifier_free_guidance(x, torch.zeros(1, 1, 3, dtype=torch.float64), 2.0), "'out_uncond'"),
         (lambda: O.simple_loss(sched, x, 1, x, x, "eps", -1.0), "'min_snr_gamma'"),

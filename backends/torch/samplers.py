@@ -251,7 +251,9 @@ def sample(
     steps = [t for t, _ in pairs]
     if not steps or any(b >= a for a, b in zip(steps, steps[1:], strict=False)):
         raise ValueError("argument 'timesteps' must be a non-empty, strictly decreasing sequence (spec 6)")
-    _timesteps("timesteps", torch.tensor(steps), sched, None, allow_minus_one=False)
+    bad = sorted({t for t in steps if not 0 <= t <= sched.T - 1})
+    if bad:
+        raise ValueError(f"argument 'timesteps' must lie in [0, {sched.T - 1}] (schedule T={sched.T}), got {bad}")
     shape = tuple(int(d) for d in shape)
     dtype = dtype or sched.dtype
     z = sampling_noise(noise, len(steps), shape, dtype=dtype, device=sched.device)
