@@ -407,6 +407,9 @@ def test_ddim_step(device, spec, shape, seed, data_):
     assert got.dtype == TD[dtype]
     assert_within_tolerance(got, R.ddim_step(ref, rx, rt, rs, rout, rnoise, **kw), "ddim_step", dtype)
     assert_within_tolerance(O.ddim_sigma(sched, t, s, eta), R.ddim_sigma(ref, rt, rs, eta), "ddim_step", dtype)
+    ra_t, ra_s = ref.abar_at(rt), ref.abar_at(rs)
+    got_var = O.ddim_direction_variance(torch.from_numpy(np.asarray(ra_t)), torch.from_numpy(np.asarray(ra_s)), eta)
+    assert_within_tolerance(got_var, R.ddim_direction_variance(ra_t, ra_s, eta), "ddim_step", "float64")
     if eta == 0.0:  # deterministic: no noise needed
         assert torch.equal(O.ddim_step(sched, x_t, t, s, out, **kw), got)
 

@@ -69,7 +69,7 @@ def min_snr_weight(sched: TorchSchedule, t: TimeArg, prediction: str, gamma: flo
 
 
 def mean_flat(x: Tensor) -> Tensor:
-    """Mean over every axis but the batch axis."""
+    """Spec 8.1: the per-sample mean, over every axis but the batch axis."""
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
@@ -118,7 +118,7 @@ def _phi(x: Tensor) -> Tensor:
 
 
 def std_normal_cdf(x: Tensor) -> Tensor:
-    """Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
+    """Spec 8.4: Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
     x = _data("x", x)
     dt, op = _dtypes(x)
     return _phi(x.to(op)).to(dt)

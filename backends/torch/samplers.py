@@ -143,6 +143,13 @@ def ddim_sigma(sched: TorchSchedule, t: TimeArg, s: TimeArg, eta: float) -> Tens
     return _ddim_sigma64(a_s, a_t, eta).to(sched.dtype)
 
 
+def ddim_direction_variance(a_t: Tensor, a_s: Tensor, eta: float) -> Tensor:
+    """Spec 7.4: the eps_hat coefficient squared, 1 - abar_s - sigma^2, without cancellation:
+    (1 - abar_s) * ((1 - eta^2) + eta^2 * abar_t (1 - abar_s) / (abar_s (1 - abar_t))); exactly 0 where it
+    should be (eta = 1 at abar_t = 0). Takes abar values (tensors), like the reference."""
+    return (1.0 - a_s) * ((1.0 - eta**2) + eta**2 * a_t * (1.0 - a_s) / (a_s * (1.0 - a_t)))
+
+
 def ddim_step(
     sched: TorchSchedule,
     x_t: Tensor,
@@ -174,8 +181,7 @@ def ddim_step(
         eps = eps_from_x0(sched, x_t, tt, x0)
     dt, op = _dtypes(x_t, pred)
     sigma = _ddim_sigma64(a_s, a_t, eta)
-    # clamp only guards rounding: sigma^2 <= 1 - abar_s holds exactly for eta <= 1.
-    c_eps = torch.sqrt(torch.clamp(1.0 - a_s - sigma**2, min=0.0))
+    c_eps = torch.sqrt(ddim_direction_variance(a_t, a_s, eta))  # float64 (B,) coefficients, cast below
     x_s = _per_sample(torch.sqrt(a_s).to(op), x_t.ndim) * x0.to(op) + _per_sample(c_eps.to(op), x_t.ndim) * eps.to(op)
     if eta == 0.0 or not _noise_needed(ss, noise, "DDIM with eta > 0 is stochastic"):
         return x_s.to(dt)
@@ -273,6 +279,7 @@ def sample(
 
 
 __all__ = [
-    "SAMPLERS", "clip_x0", "dynamic_threshold", "process_x0", "ddpm_step", "ddim_sigma", "ddim_step",
+    "SAMPLERS", "clip_x0", "dynamic_threshold", "process_x0", "ddpm_step", "ddim_sigma", "ddim_direction_variance",
+    "ddim_step",
     "classifier_free_guidance", "sampling_noise", "sample",
 ]
