@@ -241,22 +241,35 @@ class OrtSampler:
         b = shape[0]
         bm = 2 * b if w is not None else b
         out_shape = (bm, self.info.out_channels, *shape[2:])
+        # Every buffer is allocated by ORT on the device and filled by copy: an OrtValue made with
+        # ortvalue_from_numpy on CPU would alias (and the loop overwrite) the caller's array.
+        def alloc(shape_: tuple[int, ...], dtype: type = np.float32) -> Any:
+            return OrtValue.ortvalue_from_shape_and_type(list(shape_), dtype, dev, 0)
+
         x0 = z(0)
-        xa = OrtValue.ortvalue_from_numpy(x0, dev, 0)
-        xb = OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, dev, 0)
-        xm = OrtValue.ortvalue_from_numpy(np.concatenate([x0, x0]), dev, 0) if w is not None else None
-        outv = OrtValue.ortvalue_from_shape_and_type(list(out_shape), np.float32, dev, 0)
-        noisev = OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, dev, 0)
+        xa, xb = alloc(shape), alloc(shape)
+        xa.update_inplace(np.ascontiguousarray(x0))
+        xm = None
+        if w is not None:
+            xm = alloc((bm, *shape[1:]))
+            xm.update_inplace(np.concatenate([x0, x0]))
+        outv = alloc(out_shape)
+        noisev = alloc(shape)
         ym = self._model_inputs(b, y, w)
-        yv = OrtValue.ortvalue_from_numpy(ym, dev, 0) if ym is not None else None
+        yv = None
+        if ym is not None:
+            yv = alloc(ym.shape, np.int64)
+            yv.update_inplace(np.ascontiguousarray(ym, np.int64))
         msess = self.denoiser.session
         mbind = msess.io_binding()
         mbind.bind_ortvalue_output("out", outv)
         if yv is not None:
             mbind.bind_ortvalue_input("y", yv)
         for i, (t, s) in enumerate(pairs):
+            # bind_cpu_input does not own its array: keep every host array alive until run returns.
+            host = {"t": np.full(bm, t, np.float32)}
             mbind.bind_ortvalue_input("x", xm if xm is not None else xa)
-            mbind.bind_cpu_input("t", np.full(bm, t, np.float32))
+            mbind.bind_cpu_input("t", host["t"])
             msess.run_with_iobinding(mbind)
             sv = np.full(b, s, np.int64)
             spec = cfg.spec(sv, guidance=w is not None)
@@ -264,14 +277,16 @@ class OrtSampler:
             sbind = ssess.io_binding()
             sbind.bind_ortvalue_input("x", xa)
             sbind.bind_ortvalue_input("out", outv)
-            for name, value in cfg.feeds(spec, self.sched, np.full(b, t, np.int64), sv, shape).items():
-                sbind.bind_cpu_input(name, value)
+            host.update(cfg.feeds(spec, self.sched, np.full(b, t, np.int64), sv, shape))
+            if w is not None:
+                host["w"] = np.array(w, np.float32)
+                sbind.bind_ortvalue_output("x_model", xm)
+            for name, value in host.items():
+                if name != "t":
+                    sbind.bind_cpu_input(name, value)
             if spec.noise:
                 noisev.update_inplace(z(i + 1))
                 sbind.bind_ortvalue_input("noise", noisev)
-            if w is not None:
-                sbind.bind_cpu_input("w", np.array(w, np.float32))
-                sbind.bind_ortvalue_output("x_model", xm)
             sbind.bind_ortvalue_output("x_next", xb)
             ssess.run_with_iobinding(sbind)
             xa, xb = xb, xa
