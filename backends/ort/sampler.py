@@ -37,6 +37,7 @@ class StepConfig:
     clip: float | None = None
     threshold: float | None = None
     threshold_floor: float = 1.0
+    dtype: str = "float32"  # of the step graph (float64 only for the conformance kit)
 
     def check(self) -> None:
         if self.sampler not in vdm_ref.SAMPLERS:
@@ -62,23 +63,27 @@ class StepConfig:
             noise = bool(np.any(ss >= 0))
             learned = self.variance == "learned_range"
         return sg.StepSpec(self.sampler, learned=learned, clip=self.clip is not None,
-                           threshold=self.threshold is not None, noise=noise, guidance=guidance)
+                           threshold=self.threshold is not None, noise=noise, guidance=guidance,
+                           dtype=self.dtype)
 
     def feeds(self, spec: sg.StepSpec, sched: vdm_ref.Schedule, t: np.ndarray, s: np.ndarray,
               shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Host-side inputs of one step: the coefficients and the processing scalars."""
         coefs = sg.step_coefficients(spec, sched, t, s, prediction=self.prediction, variance=self.variance,
                                      eta=self.eta)
-        feeds = {"coef": sg.coef_input(coefs, len(shape))}
+        real = sg.DTYPES[self.dtype][1]
+        feeds = {"coef": sg.coef_input(coefs, len(shape), self.dtype)}
         if spec.clip:
-            feeds["clip"] = np.array(self.clip, np.float32)
+            feeds["clip"] = np.array(self.clip, real)
         if spec.threshold:
-            feeds.update(sg.quantile_inputs(int(np.prod(shape[1:])), float(self.threshold), self.threshold_floor))
+            feeds.update(sg.quantile_inputs(int(np.prod(shape[1:])), float(self.threshold), self.threshold_floor,
+                                            self.dtype))
         return feeds
 
 
-def noise_source(noise: NoiseArg, n_steps: int, shape: tuple[int, ...]) -> Callable[[int], np.ndarray]:
-    """Entry i of the spec 7.6 noise array (N + 1, *shape) as float32. A Generator or an int
+def noise_source(noise: NoiseArg, n_steps: int, shape: tuple[int, ...],
+                 dtype: type = np.float32) -> Callable[[int], np.ndarray]:
+    """Entry i of the spec 7.6 noise array (N + 1, *shape) as ``dtype``. A Generator or an int
     seed draws float64 standard normals entry by entry, the same stream as one
     ``rng.standard_normal((N + 1, *shape))`` call, without holding all N + 1 entries."""
     if isinstance(noise, (int, np.integer)) and not isinstance(noise, bool):
@@ -91,7 +96,7 @@ def noise_source(noise: NoiseArg, n_steps: int, shape: tuple[int, ...]) -> Calla
             if i != drawn[0] + 1:
                 raise RuntimeError("generator noise must be drawn in order")
             drawn[0] = i
-            return rng.standard_normal(shape).astype(np.float32)
+            return rng.standard_normal(shape).astype(dtype)
 
         return draw
     arr = np.asarray(noise)
@@ -100,7 +105,7 @@ def noise_source(noise: NoiseArg, n_steps: int, shape: tuple[int, ...]) -> Calla
                          f"got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("argument 'noise' contains NaN or Inf")
-    return lambda i: np.ascontiguousarray(arr[i], dtype=np.float32)
+    return lambda i: np.ascontiguousarray(arr[i], dtype=dtype)
 
 
 def check_timesteps(timesteps: Any, T: int) -> list[tuple[int, int]]:
@@ -123,16 +128,17 @@ def sample_host(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Spec 7.6 with any host model ``model(x_t float32, t int64 (B,)) -> out``; each update runs
-    in the ORT step graph. Returns x_{-1} (float32)."""
+    """Spec 7.6 with any host model ``model(x_t, t int64 (B,)) -> out``; each update runs in the
+    ORT step graph (in ``cfg.dtype``). Returns x_{-1}."""
     cfg.check()
     pairs = check_timesteps(timesteps, sched.T)
     shape = tuple(int(d) for d in shape)
-    z = noise_source(noise, len(pairs), shape)
+    real = sg.DTYPES[cfg.dtype][1]
+    z = noise_source(noise, len(pairs), shape, real)
     x = z(0)
     for i, (t, s) in enumerate(pairs):
         tv, sv = np.full(shape[0], t, np.int64), np.full(shape[0], s, np.int64)
-        out = np.asarray(model(x, tv), dtype=np.float32)
+        out = np.asarray(model(x, tv), dtype=real)
         spec = cfg.spec(sv)
         feeds = {"x": x, "out": np.ascontiguousarray(out), **cfg.feeds(spec, sched, tv, sv, shape)}
         if spec.noise:

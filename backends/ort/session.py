@@ -143,7 +143,7 @@ class StepSessions:
             elif key[0] == "process":
                 graph = sg.build_process(*key[1:])
             else:
-                graph = sg.build_guidance()
+                graph = sg.build_guidance(key[1])
             sess = create_session(graph, self.choice, options=session_options(threads=self.threads))
             self._cache[key] = sess
         return sess
@@ -152,18 +152,20 @@ class StepSessions:
         return self.get(spec).run(None, feeds)
 
     def process(self, x0: np.ndarray, *, clip: float | None, threshold: float | None,
-                floor: float = 1.0) -> np.ndarray:
-        feeds: dict[str, np.ndarray] = {"x0": np.ascontiguousarray(x0, np.float32)}
+                floor: float = 1.0, dtype: str = "float32") -> np.ndarray:
+        real = sg.DTYPES[dtype][1]
+        feeds: dict[str, np.ndarray] = {"x0": np.ascontiguousarray(x0, real)}
         if threshold is not None:
-            feeds.update(sg.quantile_inputs(int(np.prod(x0.shape[1:])), threshold, floor))
+            feeds.update(sg.quantile_inputs(int(np.prod(x0.shape[1:])), threshold, floor, dtype))
         if clip is not None:
-            feeds["clip"] = np.array(clip, np.float32)
-        return self.get(("process", clip is not None, threshold is not None)).run(None, feeds)[0]
+            feeds["clip"] = np.array(clip, real)
+        return self.get(("process", clip is not None, threshold is not None, dtype)).run(None, feeds)[0]
 
-    def guidance(self, cond: np.ndarray, uncond: np.ndarray, scale: float, channels: int | None) -> np.ndarray:
+    def guidance(self, cond: np.ndarray, uncond: np.ndarray, scale: float, channels: int | None,
+                 dtype: str = "float32") -> np.ndarray:
+        real = sg.DTYPES[dtype][1]
         mask = np.zeros((1, cond.shape[1]) + (1,) * (cond.ndim - 2), dtype=bool)
         mask[:, : cond.shape[1] if channels is None else channels] = True
-        feeds = {"out_cond": np.ascontiguousarray(cond, np.float32),
-                 "out_uncond": np.ascontiguousarray(uncond, np.float32),
-                 "w": np.array(scale, np.float32), "mask": mask}
-        return self.get(("guidance",)).run(None, feeds)[0]
+        feeds = {"out_cond": np.ascontiguousarray(cond, real), "out_uncond": np.ascontiguousarray(uncond, real),
+                 "w": np.array(scale, real), "mask": mask}
+        return self.get(("guidance", dtype)).run(None, feeds)[0]

@@ -8,7 +8,8 @@ graph itself only does elementwise work in float32, never a table lookup.
 With x0 = A x + B pred and eps = C x + D pred (A..D from the prediction type, spec 4.5):
 
 - no clipping/thresholding: x_next = kx x + kp pred + noise term, where for DDIM
-  kx = sqrt(abar_s) A + k C, kp = sqrt(abar_s) B + k D, k = sqrt(1 - abar_s - sigma^2), and for
+  kx = sqrt(abar_s) A + k C, kp = sqrt(abar_s) B + k D, k = sqrt(1 - abar_s - sigma^2) (spec 7.4's cancellation-free
+form), and for
   DDPM kx = c0 A + ct, kp = c0 B (posterior mean, spec 5.2);
 - with clipping/thresholding (spec 7.1/7.2): x0 = process(A x + B pred), then
   x_next = p0 x0 + px x + noise term (DDIM re-derives eps from the processed x0, spec 7.4).
@@ -32,7 +33,15 @@ import numpy as np
 import vdm_ref
 
 OPSET = 17
-FLOAT, INT64, BOOL = 1, 7, 9  # onnx.TensorProto element types
+FLOAT, INT64, BOOL, DOUBLE = 1, 7, 9, 11  # onnx.TensorProto element types
+# The sampler runs float32 graphs; float64 ones serve the conformance kit at --dtype float64.
+DTYPES = {"float32": (FLOAT, np.float32), "float64": (DOUBLE, np.float64)}
+
+
+def _elem(dtype: str) -> int:
+    if dtype not in DTYPES:
+        raise ValueError(f"step graphs compute in {' or '.join(DTYPES)}, not {dtype!r}")
+    return DTYPES[dtype][0]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class StepSpec:
     threshold: bool = False
     noise: bool = True  # stochastic step: a noise input
     guidance: bool = False  # out holds [cond; uncond]
+    dtype: str = "float32"
 
     @property
     def process(self) -> bool:
@@ -130,17 +140,18 @@ def build_step(spec: StepSpec) -> bytes:
     """Serialized ONNX step graph for ``spec`` (see the module docstring)."""
     g = _Builder()
     h = g.h
-    inputs = [_tensor(h, "x", FLOAT, None), _tensor(h, "out", FLOAT, None),
-              _tensor(h, "coef", FLOAT, None)]
+    fl = _elem(spec.dtype)
+    inputs = [_tensor(h, "x", fl, None), _tensor(h, "out", fl, None),
+              _tensor(h, "coef", fl, None)]
     if spec.noise:
-        inputs.append(_tensor(h, "noise", FLOAT, None))
+        inputs.append(_tensor(h, "noise", fl, None))
     if spec.guidance:
-        inputs.append(_tensor(h, "w", FLOAT, []))
+        inputs.append(_tensor(h, "w", fl, []))
     if spec.clip:
-        inputs.append(_tensor(h, "clip", FLOAT, []))
+        inputs.append(_tensor(h, "clip", fl, []))
     if spec.threshold:
         inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
-                   _tensor(h, "q_frac", FLOAT, []), _tensor(h, "q_floor", FLOAT, [])]
+                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
 
     coefs = {}
     for i, name in enumerate(spec.coef_names):
@@ -181,47 +192,49 @@ def build_step(spec: StepSpec) -> bytes:
             x_next = g.op("Add", x_next, g.op("Mul", coefs["kn"], "noise"))
 
     g.rename(x_next, "x_next")
-    outputs = [_tensor(h, "x_next", FLOAT, None)]
+    outputs = [_tensor(h, "x_next", fl, None)]
     if spec.guidance:
         g.rename(g.op("Concat", x_next, x_next, axis=0), "x_model")
-        outputs.append(_tensor(h, "x_model", FLOAT, None))
+        outputs.append(_tensor(h, "x_model", fl, None))
     return g.model(inputs, outputs, f"vdm_{spec.sampler}_step")
 
 
 @lru_cache(maxsize=8)
-def build_process(clip: bool, threshold: bool) -> bytes:
+def build_process(clip: bool, threshold: bool, dtype: str = "float32") -> bytes:
     """x0 -> processed x0 (spec 7.1 / 7.2), the ops clip_x0 and dynamic_threshold on their own."""
     g = _Builder()
     h = g.h
-    inputs = [_tensor(h, "x0", FLOAT, None)]
+    fl = _elem(dtype)
+    inputs = [_tensor(h, "x0", fl, None)]
     x0 = "x0"
     if threshold:
         inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
-                   _tensor(h, "q_frac", FLOAT, []), _tensor(h, "q_floor", FLOAT, [])]
+                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
         x0 = _threshold(g, x0)
     if clip:
-        inputs.append(_tensor(h, "clip", FLOAT, []))
+        inputs.append(_tensor(h, "clip", fl, []))
         x0 = _clip(g, x0)
     g.rename(x0, "x0_out")
-    return g.model(inputs, [_tensor(h, "x0_out", FLOAT, None)], "vdm_process_x0")
+    return g.model(inputs, [_tensor(h, "x0_out", fl, None)], "vdm_process_x0")
 
 
-@lru_cache(maxsize=1)
-def build_guidance() -> bytes:
+@lru_cache(maxsize=2)
+def build_guidance(dtype: str = "float32") -> bytes:
     """Spec 7.5: where(mask, uncond + w (cond - uncond), cond); mask selects the guided channels."""
     g = _Builder()
     h = g.h
-    inputs = [_tensor(h, "out_cond", FLOAT, None), _tensor(h, "out_uncond", FLOAT, None),
-              _tensor(h, "w", FLOAT, []), _tensor(h, "mask", BOOL, None)]
+    fl = _elem(dtype)
+    inputs = [_tensor(h, "out_cond", fl, None), _tensor(h, "out_uncond", fl, None),
+              _tensor(h, "w", fl, []), _tensor(h, "mask", BOOL, None)]
     guided = g.op("Add", "out_uncond", g.op("Mul", "w", g.op("Sub", "out_cond", "out_uncond")))
     g.rename(g.op("Where", "mask", guided, "out_cond"), "guided")
-    return g.model(inputs, [_tensor(h, "guided", FLOAT, None)], "vdm_guidance")
+    return g.model(inputs, [_tensor(h, "guided", fl, None)], "vdm_guidance")
 
 
 # --------------------------------------------------------------------------- host-side coefficients
 
 
-def quantile_inputs(n: int, quantile: float, floor: float) -> dict[str, np.ndarray]:
+def quantile_inputs(n: int, quantile: float, floor: float, dtype: str = "float32") -> dict[str, np.ndarray]:
     """Inputs of the threshold subgraph for samples of ``n`` elements: NumPy's 'linear' quantile
     interpolates the order statistics floor(q (n - 1)) and the next one (ascending); TopK keeps
     only the k largest values, in descending order, which is all the interpolation needs."""
@@ -232,7 +245,7 @@ def quantile_inputs(n: int, quantile: float, floor: float) -> dict[str, np.ndarr
     hi = min(lo + 1, n - 1)
     k = n - lo
     return {"q_k": np.array([k], np.int64), "q_idx": np.array([k - 1, k - 1 - (hi - lo)], np.int64),
-            "q_frac": np.array(pos - lo, np.float32), "q_floor": np.array(floor, np.float32)}
+            "q_frac": np.array(pos - lo, DTYPES[dtype][1]), "q_floor": np.array(floor, DTYPES[dtype][1])}
 
 
 def _prediction_coefs(a: np.ndarray, prediction: str) -> tuple[np.ndarray, ...]:
@@ -268,7 +281,7 @@ def step_coefficients(
     c: dict[str, np.ndarray] = {}
     if spec.sampler == "ddim":
         sigma = vdm_ref.ddim_sigma(sched, tt, ss, eta)
-        k = np.sqrt(np.maximum(1.0 - a_s - sigma**2, 0.0))
+        k = np.sqrt(vdm_ref.ddim_direction_variance(a_t, a_s, eta))  # 1 - abar_s - sigma^2, cancellation-free
         if spec.process:
             c.update(a=A, b=B, p0=np.sqrt(a_s) - k * np.sqrt(a_t) / np.sqrt(1.0 - a_t), px=k / np.sqrt(1.0 - a_t))
         else:
@@ -291,6 +304,6 @@ def step_coefficients(
     return np.stack([np.broadcast_to(np.asarray(c[name], np.float64), batch) for name in spec.coef_names])
 
 
-def coef_input(coefs: np.ndarray, ndim: int) -> np.ndarray:
-    """(K, B) float64 -> the float32 ``coef`` input (K, B, 1, ..., 1) for x of rank ``ndim``."""
-    return np.ascontiguousarray(coefs.reshape(coefs.shape + (1,) * (ndim - 1)), dtype=np.float32)
+def coef_input(coefs: np.ndarray, ndim: int, dtype: str = "float32") -> np.ndarray:
+    """(K, B) float64 -> the ``coef`` input (K, B, 1, ..., 1) for x of rank ``ndim``."""
+    return np.ascontiguousarray(coefs.reshape(coefs.shape + (1,) * (ndim - 1)), dtype=DTYPES[dtype][1])
