@@ -79,7 +79,7 @@ class OnnxModelInfo:
 
     spec_version: str
     schedule: dict[str, Any]  # name, T, params, zero_terminal_snr
-    abar: np.ndarray = field(repr=False)
+    abar: np.ndarray = field(repr=False, compare=False)
     prediction: str = "eps"
     variance: str = "fixed_small"
     in_channels: int = 1
