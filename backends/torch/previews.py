@@ -126,11 +126,12 @@ def save_loss_plot(
     title: str = "training loss",
     size: tuple[int, int] = (720, 420),
     log_y: bool | None = None,
-    smooth: float = 0.9,
+    smooth: float | None = None,
 ) -> Path:
-    """Loss curve as a PNG drawn with Pillow: raw values (light) and an exponential moving
-    average (dark, weight ``smooth``). The y axis is logarithmic when the (positive) losses span
-    more than a factor of 20, unless ``log_y`` says otherwise. Non-finite points are skipped."""
+    """Loss curve as a PNG drawn with Pillow: raw values (light) and a bias-corrected exponential
+    moving average (dark, weight ``smooth``; default: a window of ~1/25 of the points). The y axis
+    is logarithmic when the (positive) losses span more than a factor of 20, unless ``log_y`` says
+    otherwise. Non-finite points are skipped."""
     pts = [(float(s), float(v)) for s, v in zip(steps, losses, strict=True) if math.isfinite(float(v))]
     width, height = size
     img = Image.new("RGB", size, "white")
@@ -182,10 +183,11 @@ def save_loss_plot(
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(31, 119, 180))
         else:
             draw.line([px(x, y) for x, y in pts], fill=(170, 200, 230), width=1)
-            ema, smoothed = ys[0], []
-            for y in ys:
-                ema = smooth * ema + (1 - smooth) * y
-                smoothed.append(ema)
+            beta = smooth if smooth is not None else 1.0 - 1.0 / max(1.0, len(ys) / 25)
+            ema, smoothed = 0.0, []
+            for k, y in enumerate(ys, 1):
+                ema = beta * ema + (1 - beta) * y
+                smoothed.append(ema / (1 - beta**k) if beta > 0 else ema)  # debiased: no lag at the start
             draw.line([px(x, y) for x, y in zip(xs, smoothed, strict=True)], fill=(31, 119, 180), width=2)
         draw.text((box[2] - 150, top + 4), f"last {_fmt(ys[-1])}" + ("  (log y)" if log_y else ""),
                   fill="black", font=font)
