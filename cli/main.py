@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES: list[str] = ["conformance", "train", "eval", "export", "sample"]
+COMMAND_MODULES: list[str] = ["conformance", "train", "eval", "export", "sample", "quickstart"]
 
 
 def _version_callback(value: bool) -> None:

@@ -1,0 +1,41 @@
+"""`vdm quickstart`, drastically shortened (a few training steps), end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+from vdm.cli.main import app
+from vdm.export import metadata as md
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--train-steps", "2", "--num", "2",
+                                   "--sample-steps", "2"])
+    assert res.exit_code == 0, res.output
+    expected = {
+        "model.onnx", "samples.gif", "samples.mp4", "samples.npy", "samples_sheet.png", "eval.json", "eval.txt",
+        "train/loss.png", "train/metrics.csv", "train/last.safetensors",
+    }
+    for rel in expected:
+        assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
+        assert rel.split("/")[-1] in res.stdout  # every file's location is printed
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (2, 1, 8, 16, 16) and np.abs(samples).max() <= 1.0
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["rows"]) == {"samples", "real", "noise"}
+    assert report["settings"]["backend"] == "onnxruntime"
+    info = md.read_props({p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props})
+    assert info.prediction == "v" and info.schedule["name"] == "cosine"
+    assert "coherent_fraction" in (out / "eval.txt").read_text()
+    assert "[4/4]" in res.stdout and "parity: max abs error" in res.stdout
+
+
+def test_quickstart_rejects_bad_device(tmp_path):
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--device", "tpu"])
+    assert res.exit_code == 2 and res.stderr.strip().startswith("error: ") and "Traceback" not in res.output
