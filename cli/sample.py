@@ -246,7 +246,7 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
 
     t_load = time.perf_counter()
     if backend == "ort":
-        run_batch, desc, dims = _load_ort(model, device, allow_fallback, warn)
+        run_batch, desc, dims = _load_ort(model, device, allow_fallback, warn, batch_size)
     else:
         run_batch, desc, dims = _load_torch(model, device, allow_fallback, raw, warn)
     load_s = time.perf_counter() - t_load
@@ -293,7 +293,7 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
     return written
 
 
-def _load_ort(model: Path, device: str, allow_fallback: bool, warn: Callable[[str], None]) -> tuple:
+def _load_ort(model: Path, device: str, allow_fallback: bool, warn: Callable[[str], None], batch_size: int) -> tuple:
     from vdm.backends.ort.providers import ProviderUnavailable
     from vdm.backends.ort.sampler import OrtSampler
     from vdm.backends.ort.session import ModelFileError, OrtDenoiser
@@ -302,7 +302,8 @@ def _load_ort(model: Path, device: str, allow_fallback: bool, warn: Callable[[st
         raise SampleError(f"--backend ort needs an exported ONNX model, got the checkpoint {model}; run "
                           f"`vdm export --ckpt {model} model.onnx` or use --backend torch")
     try:
-        den = OrtDenoiser(model, device=device, allow_fallback=allow_fallback, warn=warn)
+        # TensorRT profiles cover up to 2 x batch (guidance runs [cond; uncond] in one call).
+        den = OrtDenoiser(model, device=device, allow_fallback=allow_fallback, warn=warn, max_batch=2 * batch_size)
     except (ModelFileError, ProviderUnavailable) as exc:
         raise SampleError(str(exc)) from None
     smp = OrtSampler(den)

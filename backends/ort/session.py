@@ -10,7 +10,7 @@ import numpy as np
 from vdm.export import metadata as md
 
 from . import step_graph as sg
-from .providers import ProviderChoice, choose_providers, create_session, session_options
+from .providers import ProviderChoice, ProviderUnavailable, choose_providers, create_session, session_options
 
 
 class ModelFileError(ValueError):
@@ -74,9 +74,9 @@ class OrtDenoiser:
         self.options = session_options(threads=threads, profile_prefix=profile_prefix)
         try:
             self.session = create_session(self.path, self.choice, options=self.options)
-        except Exception as exc:
-            if type(exc).__name__ == "ProviderUnavailable":
-                raise
+        except ProviderUnavailable:
+            raise
+        except Exception as exc:  # onnxruntime's own load errors (invalid graph, unsupported ops)
             raise ModelFileError(f"onnxruntime cannot load {self.path}: {_one_line(exc)}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -85,15 +85,14 @@ class OrtDenoiser:
         return self.choice.device
 
     def check_shape(self, batch: int, frames: int, size: int) -> None:
-        """Raise ValueError (one line) if the graph cannot take (batch, C, frames, size, size)."""
+        """Raise ValueError (one line) if the graph cannot take (batch, C, frames, size, size); any
+        batch works (a fixed-batch graph runs in padded chunks)."""
         info = self.info
         if not info.frames.accepts(frames):
             raise ValueError(f"this model takes {info.frames.describe()} frames (exported range), got {frames}")
         if not info.size.accepts(size) or size % info.size_divisor:
             raise ValueError(f"this model takes size {info.size.describe()} (multiple of {info.size_divisor}), "
                              f"got {size}")
-        if info.batch.fixed and batch % info.batch.min:
-            raise ValueError(f"this model was exported with a fixed batch of {info.batch.min}")
 
     def feeds(self, x: np.ndarray, t: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {"x": np.ascontiguousarray(x, np.float32), "t": np.ascontiguousarray(t, np.float32)}
