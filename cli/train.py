@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         print_config: Annotated[bool, typer.Option(
             "--print-config", help="Print the resolved options as JSON and exit.")] = False,
         # model
-        preset: Annotated[str | None, typer.Option(help="Model preset: tiny, small or base. [default: tiny]")] = None,
+        preset: Annotated[str | None, typer.Option(help="Model preset: tiny, small or base. (default: tiny)")] = None,
         model: Annotated[list[str] | None, typer.Option(
             "--model", metavar="KEY=VALUE",
             help="Override a UNetConfig field, e.g. --model base_channels=32 --model channel_mult=[1,2]. "
@@ -62,77 +62,77 @@ def register(app: typer.Typer) -> None:
         # data
         data: Annotated[str | None, typer.Option(
             help="moving_shapes (procedural), folder:PATH (class sub-folders of videos) or ucf101:ROOT. "
-                 "[default: moving_shapes]")] = None,
-        frames: Annotated[int | None, typer.Option(help="Frames per clip. [default: 8]")] = None,
-        size: Annotated[int | None, typer.Option(help="Clip height and width in pixels. [default: 32]")] = None,
-        channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB). [default: 1]")] = None,
-        num_objects: Annotated[int | None, typer.Option(help="Moving shapes: objects per clip. [default: 1]")] = None,
+                 "(default: moving_shapes)")] = None,
+        frames: Annotated[int | None, typer.Option(help="Frames per clip. (default: 8)")] = None,
+        size: Annotated[int | None, typer.Option(help="Clip height and width in pixels. (default: 32)")] = None,
+        channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB). (default: 1)")] = None,
+        num_objects: Annotated[int | None, typer.Option(help="Moving shapes: objects per clip. (default: 1)")] = None,
         num_clips: Annotated[int | None, typer.Option(
-            help="Moving shapes: dataset length (clip i comes from seed (seed, i)). [default: 100000]")] = None,
+            help="Moving shapes: dataset length (clip i comes from seed (seed, i)). (default: 100000)")] = None,
         split_dir: Annotated[str | None, typer.Option(
-            help="UCF-101: folder with classInd.txt and train/testlistNN.txt. [default: ROOT/ucfTrainTestlist]")]
+            help="UCF-101: folder with classInd.txt and train/testlistNN.txt. (default: ROOT/ucfTrainTestlist)")]
             = None,
-        split: Annotated[str | None, typer.Option(help="UCF-101: train or test. [default: train]")] = None,
-        fold: Annotated[int | None, typer.Option(help="UCF-101: official split 1, 2 or 3. [default: 1]")] = None,
+        split: Annotated[str | None, typer.Option(help="UCF-101: train or test. (default: train)")] = None,
+        fold: Annotated[int | None, typer.Option(help="UCF-101: official split 1, 2 or 3. (default: 1)")] = None,
         frame_stride: Annotated[int | None, typer.Option(
-            help="Video data: take every k-th source frame. [default: 1]")] = None,
+            help="Video data: take every k-th source frame. (default: 1)")] = None,
         cache_dir: Annotated[str | None, typer.Option(
             help="Video data: cache decoded, resized frames here (.npy) so no file is decoded twice.")] = None,
         # diffusion
         schedule: Annotated[str | None, typer.Option(
-            help="Noise schedule: linear, scaled_linear, cosine or sigmoid. [default: cosine]")] = None,
-        timesteps: Annotated[int | None, typer.Option(help="Diffusion steps T. [default: 1000]")] = None,
+            help="Noise schedule: linear, scaled_linear, cosine or sigmoid. (default: cosine)")] = None,
+        timesteps: Annotated[int | None, typer.Option(help="Diffusion steps T. (default: 1000)")] = None,
         schedule_param: Annotated[list[str] | None, typer.Option(
             "--schedule-param", metavar="KEY=VALUE",
             help="Schedule parameter, e.g. --schedule-param beta_end=0.02. Repeatable.")] = None,
         zero_terminal_snr: Annotated[bool | None, typer.Option(
             "--zero-terminal-snr/--no-zero-terminal-snr", help="Rescale the schedule to zero terminal SNR. "
-            "[default: off]")] = None,
+            "(default: off)")] = None,
         prediction: Annotated[str | None, typer.Option(
-            help="Network target: eps, x0 or v. [default: eps]")] = None,
+            help="Network target: eps, x0 or v. (default: eps)")] = None,
         learn_sigma: Annotated[bool | None, typer.Option(
             "--learn-sigma/--no-learn-sigma", help="Learn the variance (2C outputs) with the hybrid loss. "
-            "[default: off]")] = None,
+            "(default: off)")] = None,
         hybrid_lambda: Annotated[float | None, typer.Option(
-            help="Weight of the VLB term in the hybrid loss. [default: 0.001]")] = None,
+            help="Weight of the VLB term in the hybrid loss. (default: 0.001)")] = None,
         min_snr_gamma: Annotated[float | None, typer.Option(
             help="Min-SNR-gamma loss weighting (e.g. 5); unset = uniform weights.")] = None,
         conditional: Annotated[bool | None, typer.Option(
             "--conditional/--unconditional", help="Class-conditional training on the dataset's labels. "
-            "[default: unconditional]")] = None,
+            "(default: unconditional)")] = None,
         label_dropout: Annotated[float | None, typer.Option(
-            help="Classifier-free guidance: probability of training with the null label. [default: 0.1]")] = None,
+            help="Classifier-free guidance: probability of training with the null label. (default: 0.1)")] = None,
         # optimisation
-        batch_size: Annotated[int | None, typer.Option(help="Clips per step per process. [default: 16]")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Clips per step per process. (default: 16)")] = None,
         steps: Annotated[int | None, typer.Option(
-            help="Total optimizer steps (a resumed run continues up to this). [default: 1000]")] = None,
-        lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 2e-4]")] = None,
-        warmup_steps: Annotated[int | None, typer.Option(help="Linear LR warm-up steps. [default: 100]")] = None,
+            help="Total optimizer steps (a resumed run continues up to this). (default: 1000)")] = None,
+        lr: Annotated[float | None, typer.Option(help="AdamW learning rate. (default: 2e-4)")] = None,
+        warmup_steps: Annotated[int | None, typer.Option(help="Linear LR warm-up steps. (default: 100)")] = None,
         weight_decay: Annotated[float | None, typer.Option(
-            help="AdamW weight decay (kernels/matrices only). [default: 0]")] = None,
+            help="AdamW weight decay (kernels/matrices only). (default: 0)")] = None,
         grad_clip: Annotated[float | None, typer.Option(
-            help="Max global gradient norm; 0 disables. [default: 1.0]")] = None,
-        ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the weights. [default: 0.999]")] = None,
+            help="Max global gradient norm; 0 disables. (default: 1.0)")] = None,
+        ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the weights. (default: 0.999)")] = None,
         ema_warmup: Annotated[bool | None, typer.Option(
             "--ema-warmup/--no-ema-warmup", help="Warm the EMA decay up as min(decay, (1+s)/(10+s)). "
-            "[default: on]")] = None,
+            "(default: on)")] = None,
         bf16: Annotated[bool | None, typer.Option(
-            "--bf16/--no-bf16", help="bf16 autocast on CUDA (never on CPU). [default: on]")] = None,
+            "--bf16/--no-bf16", help="bf16 autocast on CUDA (never on CPU). (default: on)")] = None,
         seed: Annotated[int | None, typer.Option(
-            help="Seed of weights, data order and noise (all runs with one seed are identical). [default: 0]")]
+            help="Seed of weights, data order and noise (all runs with one seed are identical). (default: 0)")]
             = None,
         # output / runtime
         out: Annotated[str | None, typer.Option(
-            "--out", "--out-dir", help="Output directory. [default: runs/train]")] = None,
+            "--out", "--out-dir", help="Output directory. (default: runs/train)")] = None,
         checkpoint_every: Annotated[int | None, typer.Option(
-            help="Checkpoint every N steps (and at the end); 0 = end only. [default: 500]")] = None,
+            help="Checkpoint every N steps (and at the end); 0 = end only. (default: 500)")] = None,
         keep_checkpoints: Annotated[int | None, typer.Option(
-            help="Keep only the newest N step checkpoints; 0 = all. [default: 0]")] = None,
+            help="Keep only the newest N step checkpoints; 0 = all. (default: 0)")] = None,
         preview_every: Annotated[int | None, typer.Option(
-            help="Write an EMA sample GIF every N steps; 0 = never. [default: 500]")] = None,
-        preview_num: Annotated[int | None, typer.Option(help="Clips per preview GIF. [default: 4]")] = None,
-        preview_steps: Annotated[int | None, typer.Option(help="DDIM steps per preview. [default: 10]")] = None,
-        log_every: Annotated[int | None, typer.Option(help="metrics.csv row every N steps. [default: 10]")] = None,
+            help="Write an EMA sample GIF every N steps; 0 = never. (default: 500)")] = None,
+        preview_num: Annotated[int | None, typer.Option(help="Clips per preview GIF. (default: 4)")] = None,
+        preview_steps: Annotated[int | None, typer.Option(help="DDIM steps per preview. (default: 10)")] = None,
+        log_every: Annotated[int | None, typer.Option(help="metrics.csv row every N steps. (default: 10)")] = None,
         resume: Annotated[str | None, typer.Option(
             help="Resume exactly from a checkpoint PATH, or 'auto' = OUT/last.safetensors if present. The "
                  "checkpoint's options are the base; only runtime options (steps, out, intervals, device, "
@@ -141,10 +141,10 @@ def register(app: typer.Typer) -> None:
             "--overwrite", help="Start afresh in an --out that already holds a run, deleting its checkpoints and "
                                 "previews (without it, that is an error).")] = None,
         device: Annotated[str | None, typer.Option(
-            help="auto, cpu, cuda or cuda:N (error if CUDA is missing). [default: auto]")] = None,
-        num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes. [default: 0]")] = None,
+            help="auto, cpu, cuda or cuda:N (error if CUDA is missing). (default: auto)")] = None,
+        num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes. (default: 0)")] = None,
         threads: Annotated[int | None, typer.Option(
-            help="torch CPU threads per process; 0 = torch default, split among local DDP ranks. [default: 0]")]
+            help="torch CPU threads per process; 0 = torch default, split among local DDP ranks. (default: 0)")]
             = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.")] = False,
     ) -> None:

@@ -247,3 +247,28 @@ def test_existing_run_is_not_clobbered(tmp_path):
     out = tmp_path / "run"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000001.safetensors"]
     assert load_checkpoint(out / "last.safetensors").step == 1
+
+
+def test_cli_help_defaults_match_train_config():
+    """The flags default to None (so that explicit flags can be told apart); their help texts
+    state the defaults, which must stay equal to TrainConfig's."""
+    import re
+
+    import typer.main
+
+    cmd = typer.main.get_command(_app()).commands["train"]
+    defaults = TrainConfig().to_dict()
+    checked = 0
+    for param in cmd.params:
+        m = re.search(r"\(default: ([^)]*)\)", getattr(param, "help", "") or "")
+        if not m or param.name == "split_dir":  # split_dir's default is derived from the data root
+            continue
+        text, value = m.group(1), defaults[{"out": "out_dir"}.get(param.name, param.name)]
+        if isinstance(value, bool):
+            assert (text in ("on",)) == value or (text == "unconditional" and not value), (param.name, text)
+        elif isinstance(value, (int, float)):
+            assert float(text) == value, (param.name, text, value)
+        else:
+            assert text == value, (param.name, text, value)
+        checked += 1
+    assert checked >= 35
