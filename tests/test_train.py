@@ -272,3 +272,34 @@ def test_cli_help_defaults_match_train_config():
             assert text == value, (param.name, text, value)
         checked += 1
     assert checked >= 35
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
+    """Kill -9 a run that checkpoints every step; last.safetensors must load and resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _cfg(tmp_path, steps=100_000, checkpoint_every=1, log_every=1)
+    code = ("import json, sys, torch; torch.set_num_threads(1)\n"
+            "from vdm.backends.torch.train import TrainConfig, train\n"
+            "train(TrainConfig(**json.loads(sys.argv[1])))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg.to_dict())],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    last = tmp_path / "run" / "last.safetensors"
+    try:
+        deadline = time.monotonic() + 60
+        while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)  # let it write a few more checkpoints, then kill at an arbitrary point
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ck = load_checkpoint(last)
+    assert ck.step >= 1
+    res = train(cfg.replace(steps=ck.step + 1, resume="auto"))
+    assert res.step == ck.step + 1
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # leftovers of the killed writes are cleaned up

@@ -631,6 +631,8 @@ def _train(cfg: TrainConfig, dd: _Dist, *, progress: bool, log: Callable[[str], 
     metrics = None
     if dd.main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)  # temp files of a killed run's interrupted atomic writes
         atomic_write_bytes(out / "config.json", (json.dumps(
             {"train": cfg.to_dict(), "model_config": mcfg.to_dict(), "data": data_meta, "world_size": dd.world},
             indent=2) + "\n").encode())
