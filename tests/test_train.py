@@ -142,9 +142,12 @@ def test_resume_rejects_changed_model_options(tmp_path):
     train(_cfg(tmp_path, steps=2))
     with pytest.raises(ValueError, match="options differ.*lr"):
         train(_cfg(tmp_path, steps=4, lr=0.5, resume="auto"))
+    # Tuples and lists are the same option (JSON has only lists).
+    as_tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in SMALL_MODEL.items()}
+    assert train(_cfg(tmp_path, steps=3, resume="auto", model=as_tuples)).step == 3
     # The checkpoint's options are the base of a resumed run's config.
-    cfg = resolve_run_config(None, {"resume": "auto", "out_dir": str(tmp_path / "run"), "steps": 4})
-    assert cfg.model == SMALL_MODEL and cfg.steps == 4 and cfg.frames == 4
+    cfg = resolve_run_config(None, {"resume": "auto", "out_dir": str(tmp_path / "run"), "steps": 5})
+    assert cfg.model == SMALL_MODEL and cfg.steps == 5 and cfg.frames == 4
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

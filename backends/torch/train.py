@@ -513,7 +513,8 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in cfg.to_dict().items()
+    now = json.loads(json.dumps(cfg.to_dict()))  # compare as stored: tuples became lists
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in now.items()
              if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v]
     if diffs:
         raise ValueError(f"cannot resume from {path}: options differ from the checkpoint's run ({'; '.join(diffs)}); "
