@@ -15,8 +15,8 @@ import typer
 
 _EPILOG = (
     "Outputs in OUT: config.json, metrics.csv, loss.png, last.safetensors, checkpoints/step_*.safetensors, "
-    "previews/step_*.gif.  DDP: torchrun --nproc_per_node 2 -m vdm.cli.main train ... (gloo on CPU, NCCL on CUDA; "
-    "--batch-size is per process; only rank 0 writes files)."
+    "previews/step_*.gif.  DDP: torchrun --nproc_per_node 2 -m vdm.cli.main train ... (or torchrun ... $(which vdm) "
+    "train ...; gloo on CPU, NCCL on CUDA; --batch-size is per process; only rank 0 writes files)."
 )
 
 

@@ -17,8 +17,9 @@ a per-epoch permutation seeded by (seed, epoch). Resuming therefore needs no ite
 a resumed run reproduces the uninterrupted run's losses exactly (RNG states are still saved and
 restored). Rank r of a DDP run takes the r-th block of B clips of each global batch.
 
-Scale-out: ``torchrun --nproc_per_node N -m vdm.cli.main train ...`` (gloo on CPU, NCCL on CUDA;
-``--batch-size`` is per process).
+Scale-out: ``torchrun --nproc_per_node N -m vdm.cli.main train ...`` (``torchrun --nproc_per_node N
+$(which vdm) train ...`` works too): gloo on CPU, NCCL on CUDA, ``--batch-size`` per process,
+``--threads`` defaults to cores / local ranks.
 """
 
 from __future__ import annotations
