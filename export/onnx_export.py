@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import tempfile
 import time
@@ -266,8 +267,15 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
         args = (*args, torch.zeros(b, dtype=torch.int64))
         names.append("y")
     buf = io.StringIO()
+    # The exporters report progress and opset up-conversion on stdout, stderr and torch loggers;
+    # only a failure is of interest, and it is raised with its message.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), torch.no_grad():
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), \
+                torch.no_grad():
             warnings.simplefilter("ignore")
             if options.exporter == "legacy":
                 axes: dict[int, str] = {}
@@ -304,6 +312,9 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
     except Exception as exc:
         raise ExportError(f"torch.onnx.export ({options.exporter}) failed: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:400]}") from None
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _check_graph(proto: Any, conditional: bool) -> None:

@@ -193,9 +193,10 @@ def choose_providers(
     ])
 
 
-def session_options(*, threads: int | None = None, profile_prefix: str | None = None) -> Any:
+def session_options(*, threads: int | None = None, profile_prefix: str | None = None, spinning: bool = True) -> Any:
     """Session options used everywhere: all graph optimisations, one intra-op thread per
-    physical core, memory-pattern planning, native logging silenced."""
+    physical core, memory-pattern planning, native logging silenced. ``spinning=False`` stops
+    idle pool threads from busy-waiting (for small sessions that run between big ones)."""
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -204,6 +205,8 @@ def session_options(*, threads: int | None = None, profile_prefix: str | None = 
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = True
     so.log_severity_level = QUIET_SEVERITY
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix

@@ -156,7 +156,7 @@ class OrtSampler:
         self.denoiser = denoiser
         self.info = denoiser.info
         self.sched = denoiser.info.make_schedule()
-        self.steps = StepSessions(denoiser.choice, threads=denoiser.threads)
+        self.steps = StepSessions(denoiser.choice)
         self.io_binding = (denoiser.device != "cpu") if io_binding is None else io_binding
 
     def config(self, *, sampler: str = "ddim", eta: float = 0.0, clip: float | None = 1.0,
