@@ -239,7 +239,7 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
         raise SampleError(f"--out must end in {', '.join(OUT_SUFFIXES)}, got {out.name}")
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise SampleError(f"--threshold must lie in (0, 1], got {threshold}")
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one message, one line (also when piped)
 
     def warn(line: str) -> None:
         err.print(line, style="yellow", highlight=False)
