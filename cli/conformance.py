@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     def conformance(
         backend: Annotated[str, typer.Argument(
             metavar="BACKEND",
-            help="numpy, torch, torch:cuda, or package.module:attr (an adapter instance, class or factory).",
+            help="numpy, torch, torch:cuda, ort (the sampler clauses), or package.module:attr "
+            "(an adapter instance, class or factory).",
         )],
         device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
         dtype: Annotated[str | None, typer.Option(

@@ -288,3 +288,15 @@ def test_report_json_is_complete(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert dyn["worst_ratio"] > 1 and dyn["first_failure"]["case"] and dyn["first_failure"]["message"]
     assert vel["status"] == "pass" and vel["worst_ratio"] <= 1 and vel["n_cases"] >= 3
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_declared_scope_skips_other_ops_but_still_checks_its_own() -> None:
+    class ScopedBroken(broken.PerFrameThreshold):
+        scope = ("dynamic_threshold", "clip_x0")
+
+    report = runner.run(ScopedBroken(), n_cases=5)
+    status = {r.op: r.status for r in report.results}
+    assert status["dynamic_threshold"] == "fail"  # inside the scope: still required to be right
+    assert status["clip_x0"] == "pass"
+    assert {op for op, st in status.items() if st == "skip"} == set(protocol.OPS) - {"dynamic_threshold", "clip_x0"}
+    assert not report.ok

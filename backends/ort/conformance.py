@@ -40,6 +40,8 @@ class OrtStepBackend:
     ``vdm sample``, or float64)."""
 
     name = "ort"
+    # The clauses these graphs implement (spec 7); the kit skips every other op as out of scope.
+    scope = ("clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample")
 
     def __init__(self, device: str = "cpu", dtype: str = "float32") -> None:
         from .providers import ProviderUnavailable, choose_providers
