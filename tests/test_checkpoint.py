@@ -23,16 +23,6 @@ from vdm.backends.torch.model import VideoUNet, preset
 
 import vdm_ref
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared with other test workers: OpenMP spin-waiting makes 2 threads ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CFG = preset("tiny", base_channels=8, channel_mult=(1, 2), attn_resolutions=(1,), temporal_attn_resolutions=(1,),
              norm_groups=4)
 

@@ -23,14 +23,6 @@ from vdm.backends.torch.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
     a = rng.standard_normal((d, d))
     return a @ a.T + 0.1 * np.eye(d)

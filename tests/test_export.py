@@ -7,6 +7,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
+# Every layer kind of the real network (GroupNorm, spatial + temporal attention at every level,
+# up/down sampling, class embedding, learned variance) at a size that exports in about a second.
+from helpers import MICRO_UNET as MICRO
 from typer.testing import CliRunner
 from vdm.backends.torch.checkpoint import save_checkpoint
 from vdm.backends.torch.model import UNetConfig, VideoUNet
@@ -16,19 +20,6 @@ from vdm.export import onnx_export as ox
 from vdm.export.fp16 import boundary_types, float32_islands
 
 import vdm_ref
-
-# Every layer kind of the real network (GroupNorm, spatial + temporal attention at every level,
-# up/down sampling, class embedding, learned variance) at a size that exports in about a second.
-MICRO = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(1,),
-             temporal_attn_resolutions=(0, 1), num_heads=2, norm_groups=4, frames=4, image_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def micro_model(num_classes: int = 3, learn_sigma: bool = True, seed: int = 0) -> VideoUNet:

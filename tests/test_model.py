@@ -20,16 +20,6 @@ from vdm.backends.torch.model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: one thread is faster, and immune to CPU contention from
-    # parallel test workers (OpenMP spin-waiting makes 2 threads on a busy 2-core box ~4x slower).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def micro(**overrides) -> UNetConfig:
     """A very small config so each forward takes milliseconds."""
     base = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,

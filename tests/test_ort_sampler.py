@@ -19,12 +19,6 @@ SHAPE = (2, 1, 8, 16, 16)
 PARITY = 1e-3  # max abs difference of the final samples, float32 on CPU
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny(schedule: str, tmp_path_factory, **overrides):

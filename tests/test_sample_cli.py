@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import MICRO_UNET as MICRO
 from PIL import Image
 from typer.testing import CliRunner
 from vdm.backends.ort.providers import device_problem
@@ -14,17 +15,6 @@ from vdm.cli.main import app
 from vdm.export.onnx_export import ExportOptions, export_checkpoint
 
 import vdm_ref
-
-MICRO = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(1,),
-             temporal_attn_resolutions=(0, 1), num_heads=2, norm_groups=4, frames=4, image_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _checkpoint(path, num_classes):

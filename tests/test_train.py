@@ -7,6 +7,9 @@ import json
 
 import pytest
 import torch
+
+# A very small network so that each step takes milliseconds on one CPU thread.
+from helpers import MICRO_TRAIN_MODEL
 from typer.testing import CliRunner
 from vdm.backends.torch import train as train_mod
 from vdm.backends.torch.checkpoint import load_checkpoint
@@ -21,18 +24,9 @@ from vdm.backends.torch.train import (
     train,
 )
 
-# A very small network so that each step takes milliseconds on one CPU thread.
-SMALL_MODEL = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1],
-               "temporal_attn_resolutions": [1], "norm_groups": 4}
+SMALL_MODEL = MICRO_TRAIN_MODEL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared with other test workers: OpenMP spin-waiting makes 2 threads ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:

@@ -11,11 +11,11 @@ import sys
 import textwrap
 
 import pytest
+from helpers import MICRO_TRAIN_MODEL
 from safetensors.torch import load_file
 from vdm.backends.torch.checkpoint import load_checkpoint
 
-SMALL_MODEL = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1],
-               "temporal_attn_resolutions": [1], "norm_groups": 4}
+SMALL_MODEL = MICRO_TRAIN_MODEL
 
 pytestmark = pytest.mark.slow
 

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import MICRO_TRAIN_MODEL
 from typer.testing import CliRunner
 from vdm.backends.torch.checkpoint import load_checkpoint
 from vdm.backends.torch.train import TrainConfig, train
 from vdm.backends.torch.video_data import VideoSkippedWarning, write_video
 
-SMALL_MODEL = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1],
-               "temporal_attn_resolutions": [1], "norm_groups": 4}
+SMALL_MODEL = MICRO_TRAIN_MODEL
 CLASSES = ("MoveLeft", "MoveRight")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _square_video(direction: int, frames: int = 10, size: int = 16) -> np.ndarray:
