@@ -170,9 +170,14 @@ class SpatialConv(nn.Conv3d):
         return F.conv2d(x, self.weight.squeeze(2), self.bias, self.stride[1:], self.padding[1:])
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v over the last two dims; softmax in float32."""
-    scale = q.shape[-1] ** -0.25  # split between q and k so fp16 logits don't overflow
+def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
+               head_dim: int | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over the last two dims; softmax in float32.
+
+    Pass ``head_dim`` (d) as a Python int rather than letting it be read from ``q.shape``: the
+    scale is then a constant in exported graphs, not a Shape/Cast/Pow chain computed per run."""
+    # Split between q and k so fp16 logits don't overflow.
+    scale = (q.shape[-1] if head_dim is None else head_dim) ** -0.25
     logits = ((q * scale) @ (k * scale).transpose(-1, -2)).float()
     if bias is not None:
         logits = logits + bias.float()
@@ -228,6 +233,7 @@ class SpatialAttention(nn.Module):
     def __init__(self, channels: int, cfg: UNetConfig) -> None:
         super().__init__()
         self.heads = cfg.num_heads
+        self.head_dim = channels // cfg.num_heads
         self.norm = _norm(channels, cfg.norm_groups)
         self.qkv = SpatialConv(channels, 3 * channels, kernel=1)
         self.proj = SpatialConv(channels, channels, kernel=1)
@@ -236,7 +242,7 @@ class SpatialAttention(nn.Module):
         _, c, hh, ww = x.shape
         qkv = self.qkv(self.norm(x)).reshape(-1, 3, self.heads, c // self.heads, hh * ww)
         q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (B*T, heads, HW, d)
-        out = _attention(q, k, v).transpose(-1, -2).reshape(-1, c, hh, ww)
+        out = _attention(q, k, v, head_dim=self.head_dim).transpose(-1, -2).reshape(-1, c, hh, ww)
         return x + self.proj(out)
 
 
@@ -248,6 +254,7 @@ class TemporalAttention(nn.Module):
     def __init__(self, channels: int, cfg: UNetConfig) -> None:
         super().__init__()
         self.heads = cfg.num_heads
+        self.head_dim = channels // cfg.num_heads
         self.max_dist = cfg.max_relative_distance
         self.norm = _norm(channels, cfg.norm_groups)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -264,10 +271,11 @@ class TemporalAttention(nn.Module):
         _, c, hh, ww = x.shape
         seq = self.norm(x).reshape(batch, -1, c, hh, ww).permute(0, 3, 4, 1, 2)
         t = seq.shape[3]
-        qkv = self.qkv(seq.reshape(-1, t, c)).reshape(-1, t, 3, self.heads, c // self.heads)
+        # The linears see 2D (B*H*W*T, C) inputs: one GEMM with the bias fused (also in ONNX).
+        qkv = self.qkv(seq.reshape(-1, c)).reshape(-1, t, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*H*W, heads, T, d)
-        out = _attention(q, k, v, self.relative_bias(t, x.device))
-        out = self.proj(out.transpose(1, 2).reshape(-1, t, c))
+        out = _attention(q, k, v, self.relative_bias(t, x.device), self.head_dim)
+        out = self.proj(out.transpose(1, 2).reshape(-1, c))
         return x + out.reshape(batch, hh, ww, t, c).permute(0, 3, 4, 1, 2).reshape(-1, c, hh, ww)
 
 
@@ -284,7 +292,15 @@ class Upsample(nn.Module):
         self.conv = SpatialConv(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        # conv3x3(nearest_upsample_2x(x)) computed at the input resolution as one stride-2
+        # transposed conv: output row 2i+a sees input rows {i-1, i} (a=0, taps W0 and W1+W2) or
+        # {i, i+1} (a=1, taps W0+W1 and W2), likewise for columns, and zero padding maps to zero
+        # padding. 4x4 kernel [W2, W1+W2, W0+W1, W0] per axis: 16 instead of 36 multiply-adds per
+        # 2x2 output block, and no upsampled copy of the input. Same weights (state_dict).
+        w = self.conv.weight.squeeze(2)  # (C, C, 3, 3)
+        w = torch.stack([w[:, :, 2], w[:, :, 1] + w[:, :, 2], w[:, :, 0] + w[:, :, 1], w[:, :, 0]], 2)
+        w = torch.stack([w[..., 2], w[..., 1] + w[..., 2], w[..., 0] + w[..., 1], w[..., 0]], -1)
+        return F.conv_transpose2d(x, w.transpose(0, 1), self.conv.bias, stride=2, padding=1)
 
 
 class _Stage(nn.Module):
