@@ -171,14 +171,17 @@ class SpatialConv(nn.Conv3d):
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
-               head_dim: int | None = None) -> Tensor:
+               head_dim: int | None = None, prescaled: bool = False) -> Tensor:
     """softmax(q k^T / sqrt(d) + bias) v over the last two dims; softmax in float32.
 
     Pass ``head_dim`` (d) as a Python int rather than letting it be read from ``q.shape``: the
     scale is then a constant in exported graphs, not a Shape/Cast/Pow chain computed per run."""
     # Split between q and k so fp16 logits don't overflow.
     scale = (q.shape[-1] if head_dim is None else head_dim) ** -0.25
-    logits = ((q * scale) @ (k * scale).transpose(-1, -2)).float()
+    if prescaled:  # q already carries the whole 1/sqrt(d)
+        logits = (q @ k.transpose(-1, -2)).float()
+    else:
+        logits = ((q * scale) @ (k * scale).transpose(-1, -2)).float()
     if bias is not None:
         logits = logits + bias.float()
     return torch.softmax(logits, dim=-1).to(v.dtype) @ v
@@ -275,9 +278,15 @@ class TemporalAttention(nn.Module):
         seq = self.norm(x).reshape(batch, -1, c, hh, ww).permute(0, 3, 4, 1, 2)
         t = seq.shape[3]
         # The linears see 2D (B*H*W*T, C) inputs: one GEMM with the bias fused (also in ONNX).
-        qkv = self.qkv(seq.reshape(-1, c)).reshape(-1, t, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*H*W, heads, T, d)
-        out = _attention(q, k, v, self.relative_bias(t, x.device), self.head_dim)
+        # q, k and v as three GEMMs on weight slices (no split copy of a fused qkv output), with
+        # the 1/sqrt(d) scale folded into the q weights (a constant in exported graphs).
+        seq = seq.reshape(-1, c)
+        w, b = self.qkv.weight, self.qkv.bias
+        scale = self.head_dim ** -0.5
+        q, k, v = (F.linear(seq, w[i * c:(i + 1) * c] * s, b[i * c:(i + 1) * c] * s)
+                   .reshape(-1, t, self.heads, self.head_dim).transpose(1, 2)
+                   for i, s in ((0, scale), (1, 1.0), (2, 1.0)))  # each (B*H*W, heads, T, d)
+        out = _attention(q, k, v, self.relative_bias(t, x.device), self.head_dim, prescaled=True)
         out = self.proj(out.transpose(1, 2).reshape(-1, c))
         return x + out.reshape(batch, hh, ww, t, c).permute(0, 3, 4, 1, 2).reshape(-1, c, hh, ww)
 
