@@ -244,19 +244,28 @@ def cases_dynamic_threshold(o: Op) -> None:
     o.add(None, {"quantile": 1.0, "floor": 1.0}, x0=o.normal(X1, 3.0))
 
 
+def _add_step_case(o: Op, sched: dict, params: dict, shape: tuple[int, ...], t: Any, s: Any,
+                   out_channels: int, var_values_uniform: bool) -> None:
+    """One sampler-step case: x_t, noise and a C- or 2C-channel model output; scalar t/s become
+    params, per-sample ones inputs. DDPM draws the variance channels in [-1, 1] (learned_range)."""
+    inputs: dict[str, Any] = {"x_t": o.normal(shape), "noise": o.normal(shape)}
+    out_shape = (shape[0], shape[1] * out_channels, *shape[2:])
+    if out_channels == 2 and var_values_uniform:
+        inputs["out"] = np.concatenate([o.normal(shape), o.uniform(shape, -1.0, 1.0)], axis=1)
+    else:
+        inputs["out"] = o.normal(out_shape)
+    params = dict(params)
+    for key, value in (("t", t), ("s", s)):
+        if isinstance(value, int):
+            params[key] = value
+        else:
+            inputs[key] = value
+    o.add(sched, params, **inputs)
+
+
 def cases_ddpm_step(o: Op) -> None:
     def add(sched: dict, params: dict, shape: tuple[int, ...], t: Any, s: Any, out_channels: int = 1) -> None:
-        inputs: dict[str, Any] = {"x_t": o.normal(shape), "noise": o.normal(shape)}
-        out_shape = (shape[0], shape[1] * out_channels, *shape[2:])
-        inputs["out"] = o.normal(out_shape) if out_channels == 1 else np.concatenate(
-            [o.normal(shape), o.uniform(shape, -1.0, 1.0)], axis=1)
-        params = dict(params)
-        for key, value in (("t", t), ("s", s)):
-            if isinstance(value, int):
-                params[key] = value
-            else:
-                inputs[key] = value
-        o.add(sched, params, **inputs)
+        _add_step_case(o, sched, params, shape, t, s, out_channels, var_values_uniform=True)
 
     for prediction in vdm_ref.PREDICTIONS:
         for variance in ("fixed_small", "fixed_large"):
@@ -275,15 +284,7 @@ def cases_ddpm_step(o: Op) -> None:
 
 def cases_ddim_step(o: Op) -> None:
     def add(sched: dict, params: dict, shape: tuple[int, ...], t: Any, s: Any, out_channels: int = 1) -> None:
-        out_shape = (shape[0], shape[1] * out_channels, *shape[2:])
-        inputs: dict[str, Any] = {"x_t": o.normal(shape), "noise": o.normal(shape), "out": o.normal(out_shape)}
-        params = dict(params)
-        for key, value in (("t", t), ("s", s)):
-            if isinstance(value, int):
-                params[key] = value
-            else:
-                inputs[key] = value
-        o.add(sched, params, **inputs)
+        _add_step_case(o, sched, params, shape, t, s, out_channels, var_values_uniform=False)
 
     for prediction in vdm_ref.PREDICTIONS:
         for eta in (0.0, 0.5, 1.0):
