@@ -59,7 +59,7 @@ def _peak_rss_mb() -> float:
 
 def _model(shape: dict[str, Any]) -> Any:
     import torch
-    from vdm.backends.torch.model import VideoUNet, preset
+    from vdm.backends.torch.models.unet import VideoUNet, preset
 
     torch.manual_seed(0)
     model = VideoUNet(preset(shape["preset"], **shape["overrides"])).eval()

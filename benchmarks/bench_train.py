@@ -49,7 +49,7 @@ def bench_preset(name: str, device: torch.device, *, frames: int, size: int, bat
     import copy
 
     from vdm.backends.torch import ops
-    from vdm.backends.torch.model import VideoUNet, count_parameters, flops_per_forward, preset
+    from vdm.backends.torch.models.unet import VideoUNet, count_parameters, flops_per_forward, preset
 
     cfg = preset(name, frames=frames, image_size=size)
     torch.manual_seed(0)

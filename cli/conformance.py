@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str) -> None:
-    """One clear line on stderr and exit status 2: bad input is not a conformance failure."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +48,7 @@ def register(app: typer.Typer) -> None:
             entries = load_xfail(xfail) if xfail is not None else []
             adapter = resolve_backend(backend, device, dtype)
         except (BackendError, XfailError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
         # Piped output (CI logs) gets a wide table rather than rich's 80-column default.
         console = Console() if Console().is_terminal else Console(width=160)
@@ -69,7 +65,7 @@ def register(app: typer.Typer) -> None:
             try:
                 result.write(report)
             except OSError as exc:
-                _fail(f"cannot write report '{report}': {exc.strerror or exc}")
+                fail(f"cannot write report '{report}': {exc.strerror or exc}")
             console.print(f"report written to {report}")
         if not result.ok:
             raise typer.Exit(1)

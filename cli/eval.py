@@ -6,6 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from vdm.backends.sampling import SamplingError, SamplingOptions
+
+import vdm_ref
+
+from .errors import fail
 
 # Which direction is better, for the table's header.
 _METRIC_HINTS = {
@@ -16,9 +21,6 @@ _METRIC_HINTS = {
 }
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,10 +33,14 @@ def register(app: typer.Typer) -> None:
                               "in [-1, 1]. With --ckpt too, its data options shape the real clips.")] = None,
         num: Annotated[int, typer.Option("--num", min=2, help="Clips to sample (and real/noise clips).")] = 64,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Sampler steps.")] = 20,
-        sampler: Annotated[str, typer.Option(help="ddim or ddpm.")] = "ddim",
+        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(vdm_ref.SAMPLERS)}.")] = "ddim",
+        spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
         eta: Annotated[float, typer.Option(min=0.0, max=1.0, help="DDIM eta (0 = deterministic).")] = 0.0,
-        guidance: Annotated[float, typer.Option(
-            help="Classifier-free guidance scale for conditional checkpoints (1 = plain conditional).")] = 1.0,
+        clip: Annotated[float, typer.Option(min=0.0, help="Clip predicted x0 to [-clip, clip] (0 = off).")] = 1.0,
+        threshold: Annotated[float | None, typer.Option(
+            help="Dynamic thresholding quantile of predicted x0 (e.g. 0.995; off by default).")] = None,
+        guidance: Annotated[float | None, typer.Option(
+            help="Classifier-free guidance scale for conditional checkpoints (1 = plain conditional).")] = None,
         seed: Annotated[int, typer.Option(help="Seed of the sampling noise, the real held-out clips and the noise "
                                                "baseline.")] = 0,
         batch_size: Annotated[int, typer.Option(min=1, help="Clips per sampling batch.")] = 16,
@@ -56,17 +62,20 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 done, 2 bad input (missing/corrupt checkpoint, samples or feature file).
         """
-        import numpy as np
         from rich.console import Console
         from rich.table import Table
-        from vdm.backends.torch.checkpoint import CheckpointError
-        from vdm.backends.torch.evaluate import EvalError, evaluate, write_report
-        from vdm.backends.torch.train import resolve_device
+        from vdm.backends.torch.devices import resolve_device
+        from vdm.backends.torch.evaluation import EvalError, evaluate, write_report
+        from vdm.backends.torch.training.checkpoint import CheckpointError
 
         if ckpt is None and samples is None:
-            _fail("give --ckpt CKPT (to sample from it) or --samples FILE (to score given clips)")
-        if sampler not in ("ddim", "ddpm"):
-            _fail(f"--sampler must be ddim or ddpm, got {sampler!r}")
+            fail("give --ckpt CKPT (to sample from it) or --samples FILE (to score given clips)")
+        options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, clip=clip or None,
+                                  threshold=threshold, guidance=guidance, batch_size=batch_size)
+        try:
+            options.check()
+        except SamplingError as exc:
+            fail(str(exc))
         err = Console(stderr=True)
         if threads:
             import torch
@@ -76,15 +85,15 @@ def register(app: typer.Typer) -> None:
             dev = resolve_device(device)
             if samples is None:
                 with err.status(f"sampling {num} clips ({sampler}, {steps} steps) ..."):
-                    rep = evaluate(ckpt=ckpt, num=num, steps=steps, sampler=sampler, eta=eta, seed=seed,
-                                   batch_size=batch_size, device=str(dev), guidance=guidance, features=features,
-                                   num_objects=num_objects, use_ema=not raw,
-                                   keep_videos=save_samples is not None)
+                    rep = evaluate(ckpt=ckpt, num=num, options=options, seed=seed, device=str(dev),
+                                   features=features, feature_batch_size=batch_size, num_objects=num_objects,
+                                   use_ema=not raw, keep_videos=save_samples is not None)
             else:
-                rep = evaluate(ckpt=ckpt, samples=samples, seed=seed, batch_size=batch_size, device=str(dev),
-                               features=features, num_objects=num_objects, keep_videos=save_samples is not None)
+                rep = evaluate(ckpt=ckpt, samples=samples, seed=seed, device=str(dev), features=features,
+                               feature_batch_size=batch_size, num_objects=num_objects,
+                               keep_videos=save_samples is not None)
         except (CheckpointError, EvalError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
         videos = rep.pop("videos", None)
         rows = rep["rows"]
@@ -101,12 +110,12 @@ def register(app: typer.Typer) -> None:
         if rep.get("sample_seconds") is not None:
             Console().print(f"sampling took {rep['sample_seconds']:.1f} s", highlight=False)
         if save_samples is not None and videos is not None:
-            if save_samples.suffix.lower() == ".gif":
-                from vdm.backends.torch.previews import save_gif
+            from vdm.backends import media
 
-                save_gif(save_samples, videos[:16])
+            if save_samples.suffix.lower() == ".gif":
+                media.save_gif(save_samples, videos[:16])
             else:
-                np.save(save_samples, videos)
+                media.save_npy(save_samples, videos)
         if report is not None:
             write_report(report, rep)
             Console().print(f"report written to {report}", highlight=False)

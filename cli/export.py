@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -44,28 +41,28 @@ def register(app: typer.Typer) -> None:
         every case is within tolerance (fp32: |err| <= 1e-4 + 1e-4 max|out|; fp16: 2e-2 + 2e-2 max|out|).
         Exit status: 0 written, 1 validation failed, 2 bad input.
         """
-        from vdm.backends.torch.checkpoint import CheckpointError
+        from vdm.backends.torch.training.checkpoint import CheckpointError
         from vdm.export.onnx_export import ExportError, ExportOptions, export_checkpoint
 
         if out.suffix.lower() != ".onnx":
-            _fail(f"the output must end in .onnx, got {out}")
+            fail(f"the output must end in .onnx, got {out}")
         if out.exists() and out.is_dir():
-            _fail(f"{out} is a directory")
+            fail(f"{out} is a directory")
         options = ExportOptions(ema=ema, opset=opset, fp16=fp16, dynamic_batch=dynamic_batch,
                                 dynamic_frames=dynamic_frames, dynamic_size=dynamic_size, exporter=exporter,
                                 batch=batch, frames=frames, size=size)
         try:
             options.check()
         except ExportError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         try:
             report = export_checkpoint(ckpt, out, options, log=typer.echo)
         except CheckpointError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except ExportError as exc:
-            _fail(f"export failed, nothing written: {exc}", 1)
+            fail(f"export failed, nothing written: {exc}", 1)
         except OSError as exc:
-            _fail(f"cannot write {out}: {exc.strerror or exc}")
+            fail(f"cannot write {out}: {exc.strerror or exc}")
         info = report.info
         typer.echo(f"parity vs PyTorch: max abs error {report.max_abs:.2e}, max rel error {report.max_rel:.2e} "
                    f"(tolerance {report.tolerance[0]:g} abs + {report.tolerance[1]:g} rel, "

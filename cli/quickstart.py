@@ -8,33 +8,30 @@ held-out clips and noise.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from .errors import fail
+
 # Which direction is better, for the eval table.
 _HINTS = {"count_consistency": "higher is better", "velocity_residual": "lower is better",
           "coherent_fraction": "higher is better"}
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, sample_steps: int = 20,
                    seed: int = 0, device: str = "cpu", say: Any = print) -> dict[str, Path]:
     """The whole path; returns the files written, by name."""
-    import numpy as np
-    from vdm.backends.ort.sampler import OrtSampler
-    from vdm.backends.ort.session import OrtDenoiser
-    from vdm.backends.torch.evaluate import evaluate, write_report
-    from vdm.backends.torch.train import QUICKSTART_TRAIN, train
+    from vdm.backends import media, sampling
+    from vdm.backends.torch.evaluation import evaluate, write_report
+    from vdm.backends.torch.training import QUICKSTART_TRAIN, train
     from vdm.export.onnx_export import export_checkpoint
 
-    from .sample import write_outputs
 
     files: dict[str, Path] = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -61,30 +58,25 @@ def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, 
     say(f"      parity: max abs error {report.max_abs:.2e} over {len(report.cases)} shapes")
 
     say(f"[3/4] sampling {num} clips with DDIM ({sample_steps} steps) in ONNX Runtime ({device})")
-    den = OrtDenoiser(report.path, device=device, allow_fallback=True, warn=say)
-    smp = OrtSampler(den)
-    info = den.info
-    import vdm_ref
-
-    steps = vdm_ref.inference_timesteps(len(info.abar), sample_steps)
-    shape = (num, info.in_channels, info.frames.default, info.size.default, info.size.default)
+    model = sampling.load_model(report.path, "ort", device=device, allow_fallback=True, warn=say)
+    options = sampling.SamplingOptions(sampler="ddim", steps=sample_steps, clip=1.0, batch_size=num)
     t1 = time.perf_counter()
-    videos = np.clip(smp.sample(steps, shape, np.random.default_rng(seed), sampler="ddim", clip=1.0), -1, 1)
+    videos = sampling.sample_videos(model, num, seed, options)
     say(f"      sampled in {time.perf_counter() - t1:.1f} s")
-    written = write_outputs(videos, out / "samples.gif", also=(".mp4", ".npy"))
+    written = media.write_videos(videos, out / "samples.gif", also=(".mp4", ".npy"))
     files["samples GIF"], files["samples MP4"], files["samples NPY"] = written[:3]
     files["samples contact sheet"] = written[3]
 
     say("[4/4] evaluating: moving-shapes metrics of the samples, real held-out clips and noise")
     rep = evaluate(ckpt=result.last_checkpoint, samples=videos, seed=seed)
-    rep["settings"].update(backend="onnxruntime", sampler="ddim", steps=sample_steps, model=str(report.path))
+    rep["settings"].update(backend="onnxruntime", sampling=dataclasses.asdict(options), model=str(report.path))
     files["eval JSON"] = write_report(out / "eval.json", rep)
     files["eval table"] = _write_table(out / "eval.txt", rep)
     return files
 
 
 def _write_table(path: Path, rep: dict[str, Any]) -> Path:
-    from vdm.backends.torch.checkpoint import atomic_write_bytes
+    from vdm.backends.files import atomic_write_bytes
 
     rows = rep["rows"]
     metrics = list(rows["samples"])
@@ -116,16 +108,16 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         if device not in ("cpu", "cuda", "tensorrt"):
-            _fail(f"--device must be cpu, cuda or tensorrt, got {device!r}")
+            fail(f"--device must be cpu, cuda or tensorrt, got {device!r}")
         if out.exists() and not out.is_dir():
-            _fail(f"--out {out} exists and is not a folder")
+            fail(f"--out {out} exists and is not a folder")
         console = Console(soft_wrap=True)
         t0 = time.perf_counter()
         try:
             files = run_quickstart(out, train_steps=train_steps, num=num, sample_steps=sample_steps, seed=seed,
                                    device=device, say=lambda m: console.print(m, highlight=False))
         except OSError as exc:
-            _fail(f"cannot write to {out}: {exc.strerror or exc}")
+            fail(f"cannot write to {out}: {exc.strerror or exc}")
         eval_txt = files["eval table"].read_text()
         console.print(eval_txt, highlight=False)
         table = Table(title=f"vdm quickstart: done in {time.perf_counter() - t0:.0f} s")

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from .errors import fail
+
 _EPILOG = (
     "Outputs in OUT: config.json, metrics.csv, loss.png, last.safetensors, checkpoints/step_*.safetensors, "
     "previews/step_*.gif.  DDP: torchrun --nproc_per_node 2 -m vdm.cli.main train ... (or torchrun ... $(which vdm) "
@@ -20,11 +22,6 @@ _EPILOG = (
 )
 
 
-def _fail(message: str, code: int = 2) -> None:
-    rank = os.environ.get("RANK")
-    prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
-    typer.echo(f"{prefix}error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, Any] | None:
@@ -54,10 +51,13 @@ def register(app: typer.Typer) -> None:
         print_config: Annotated[bool, typer.Option(
             "--print-config", help="Print the resolved options as JSON and exit.")] = False,
         # model
+        architecture: Annotated[str | None, typer.Option(
+            help="Model architecture, a row of vdm.backends.torch.models.ARCHITECTURES. (default: unet)")] = None,
         preset: Annotated[str | None, typer.Option(help="Model preset: tiny, small or base. (default: tiny)")] = None,
         model: Annotated[list[str] | None, typer.Option(
             "--model", metavar="KEY=VALUE",
-            help="Override a UNetConfig field, e.g. --model base_channels=32 --model channel_mult=[1,2]. "
+            help="Override a field of the architecture config, e.g. --model base_channels=32 "
+                 "--model channel_mult=[1,2]. "
                  "Repeatable.")] = None,
         # data
         data: Annotated[str | None, typer.Option(
@@ -153,13 +153,14 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 done, 1 training diverged (NaN/Inf; the last good checkpoint is kept), 2 bad input.
         """
         from rich.console import Console
-        from vdm.backends.torch.checkpoint import CheckpointError
-        from vdm.backends.torch.train import TrainingDiverged, resolve_run_config
-        from vdm.backends.torch.train import train as run_train
+        from vdm.backends.torch.training import TrainingDiverged, resolve_run_config
+        from vdm.backends.torch.training import train as run_train
+        from vdm.backends.torch.training.checkpoint import CheckpointError
 
         try:
             overrides = {
-                "preset": preset, "model": _kv(model, "--model"), "data": data, "frames": frames, "size": size,
+                "architecture": architecture, "preset": preset, "model": _kv(model, "--model"), "data": data,
+                "frames": frames, "size": size,
                 "channels": channels, "num_objects": num_objects, "num_clips": num_clips, "split_dir": split_dir,
                 "split": split, "fold": fold, "frame_stride": frame_stride, "cache_dir": cache_dir,
                 "schedule": schedule, "timesteps": timesteps,
@@ -176,7 +177,7 @@ def register(app: typer.Typer) -> None:
             }
             cfg = resolve_run_config(config, overrides, quickstart=quickstart)
         except (ValueError, CheckpointError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
         if print_config:
             typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -187,10 +188,10 @@ def register(app: typer.Typer) -> None:
             result = run_train(cfg, progress=not quiet and main_rank,
                                log=None if quiet else (lambda m: console.print(m, highlight=False)))
         except TrainingDiverged as exc:
-            _fail(str(exc), code=1)
+            fail(str(exc), code=1)
             return
         except (ValueError, CheckpointError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
         if not quiet and main_rank:
             console.print(f"outputs in {result.out_dir}: last.safetensors, metrics.csv, loss.png, previews/",

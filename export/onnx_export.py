@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vdm.backends.ort import metadata as md
 
-from . import metadata as md
 from .fp16 import float32_islands, to_fp16
 
 DEFAULT_OPSET = 17
@@ -135,7 +135,7 @@ def _meta_from_checkpoint(meta: dict[str, Any], config: Any, options: ExportOpti
     sched = vdm_ref.make_schedule(sched_d["name"], int(sched_d.get("T", 1000)),
                                   zero_terminal_snr=bool(sched_d.get("zero_terminal_snr", False)),
                                   **dict(sched_d.get("params") or {}))
-    prediction = meta.get("prediction", getattr(config, "prediction", "eps"))
+    prediction = meta["prediction"]
     variance = meta.get("variance") or ("learned_range" if config.learn_sigma else "fixed_small")
     import onnx
     import torch
@@ -375,7 +375,7 @@ def export_checkpoint(
     log: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Load a training checkpoint (EMA weights unless ``options.ema`` is False) and export it."""
-    from vdm.backends.torch.checkpoint import load_model
+    from vdm.backends.torch.training.checkpoint import load_model
 
     options = options or ExportOptions()
     model, meta = load_model(ckpt, ema=options.ema, device="cpu")

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from vdm.backends.torch.checkpoint import (
+from vdm.backends.torch.models import preset
+from vdm.backends.torch.models.unet import VideoUNet
+from vdm.backends.torch.training.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     load_checkpoint,
@@ -19,11 +21,10 @@ from vdm.backends.torch.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from vdm.backends.torch.model import VideoUNet, preset
 
 import vdm_ref
 
-CFG = preset("tiny", base_channels=8, channel_mult=(1, 2), attn_resolutions=(1,), temporal_attn_resolutions=(1,),
+CFG = preset("tiny", base_channels=8, channel_mult=(1, 2), attn_levels=(1,), temporal_attn_levels=(1,),
              norm_groups=4)
 
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
-from vdm.backends.torch.evaluate import (
+from vdm.backends.torch.evaluation import (
     EvalError,
     evaluate,
     feature_statistics,
@@ -193,10 +193,11 @@ def test_eval_cli_errors(tmp_path):
 def test_eval_checkpoint_end_to_end(tmp_path):
     """Sample a (barely trained) checkpoint through `vdm eval` and write the report."""
     import typer
-    from vdm.backends.torch.train import TrainConfig, train
+    from vdm.backends.sampling import SamplingOptions
+    from vdm.backends.torch.training import TrainConfig, train
     from vdm.cli import eval as eval_cli
 
-    model = {"base_channels": 8, "channel_mult": [1, 2], "attn_resolutions": [1], "temporal_attn_resolutions": [1],
+    model = {"base_channels": 8, "channel_mult": [1, 2], "attn_levels": [1], "temporal_attn_levels": [1],
              "norm_groups": 4}
     train(TrainConfig(model=model, frames=4, size=8, batch_size=4, steps=2, preview_every=0, device="cpu",
                       out_dir=str(tmp_path / "run")))
@@ -207,9 +208,10 @@ def test_eval_checkpoint_end_to_end(tmp_path):
                                    "--save-samples", str(tmp_path / "s.npy")])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["settings"]["num"] == 4 and rep["settings"]["steps"] == 3 and rep["checkpoint_step"] == 2
+    assert rep["settings"]["num"] == 4 and rep["settings"]["sampling"]["steps"] == 3 and rep["checkpoint_step"] == 2
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (4, 1, 4, 8, 8) and np.abs(samples).max() <= 1
     # Same seed, same samples (the sampler's noise comes from the seed only).
-    rep2 = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=4, steps=3, keep_videos=True)
+    rep2 = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=4, options=SamplingOptions(steps=3),
+                    keep_videos=True)
     np.testing.assert_array_equal(rep2["videos"], samples)

@@ -12,10 +12,10 @@ import torch
 # up/down sampling, class embedding, learned variance) at a size that exports in about a second.
 from helpers import MICRO_UNET as MICRO
 from typer.testing import CliRunner
-from vdm.backends.torch.checkpoint import save_checkpoint
-from vdm.backends.torch.model import UNetConfig, VideoUNet
+from vdm.backends.ort import metadata as md
+from vdm.backends.torch.models.unet import UNetConfig, VideoUNet
+from vdm.backends.torch.training.checkpoint import save_checkpoint
 from vdm.cli.main import app
-from vdm.export import metadata as md
 from vdm.export import onnx_export as ox
 from vdm.export.fp16 import boundary_types, float32_islands
 

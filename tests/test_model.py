@@ -8,7 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vdm.backends.torch.model import (
+from vdm.backends.torch.models import preset
+from vdm.backends.torch.models.unet import (
     GroupNorm32,
     TemporalAttention,
     UNetConfig,
@@ -16,14 +17,13 @@ from vdm.backends.torch.model import (
     _attention,
     count_parameters,
     flops_per_forward,
-    preset,
 )
 
 
 def micro(**overrides) -> UNetConfig:
     """A very small config so each forward takes milliseconds."""
     base = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                attn_resolutions=(1,), temporal_attn_resolutions=(0, 1), num_heads=2,
+                attn_levels=(1,), temporal_attn_levels=(0, 1), num_heads=2,
                 norm_groups=4, frames=4, image_size=8)
     return UNetConfig(**{**base, **overrides})
 
@@ -104,10 +104,10 @@ def test_bad_channels_and_timestep_raise():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="prediction"):
-        micro(prediction="score")
-    with pytest.raises(ValueError, match="attn_resolutions"):
-        micro(attn_resolutions=(5,))
+    with pytest.raises(TypeError, match="prediction"):  # the diffusion contract is not an architecture field
+        micro(prediction="v")
+    with pytest.raises(ValueError, match="attn_levels"):
+        micro(attn_levels=(5,))
     with pytest.raises(ValueError, match="num_heads"):
         micro(num_heads=3)
 
@@ -195,7 +195,7 @@ def test_null_class_used_when_y_is_none():
 
 
 def test_config_round_trip_json():
-    cfg = preset("small", num_classes=101, learn_sigma=True, prediction="v")
+    cfg = preset("small", num_classes=101, learn_sigma=True)
     d = json.loads(json.dumps(cfg.to_dict()))
     assert isinstance(d["channel_mult"], list)
     back = UNetConfig.from_dict(d)

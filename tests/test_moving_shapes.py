@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vdm.backends.torch.moving_shapes import (
+from vdm.backends.torch.data.moving_shapes import (
     DISC,
     SQUARE,
     TRIANGLE,
     MovingShapes,
     MovingShapesConfig,
     _bounce,
+    generate_clip,
+)
+from vdm.backends.torch.evaluation.shape_metrics import (
     _label_components,
     clip_metrics,
     constant_velocity_residual,
     detect_objects,
-    generate_clip,
     is_temporally_coherent,
     object_count_consistency,
 )
@@ -222,6 +224,6 @@ def test_metrics_flag_shuffled_and_empty_clips():
 
 
 def test_module_imports_without_torch():
-    code = ("import sys; import vdm.backends.torch.moving_shapes as m; "
+    code = ("import sys; import vdm.backends.torch.data.moving_shapes as m; "
             "m.generate_clip(0); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from vdm.backends import sampling
 from vdm.backends.ort.providers import device_problem
 from vdm.backends.ort.sampler import OrtSampler
 from vdm.backends.ort.session import ModelFileError, OrtDenoiser, read_model_info
-from vdm.backends.torch import ops
-from vdm.backends.torch.model import VideoUNet, preset
+from vdm.backends.torch.models import preset
+from vdm.backends.torch.models.unet import VideoUNet
 from vdm.export.onnx_export import export_model
 
 import vdm_ref
@@ -21,14 +22,14 @@ PARITY = 1e-3  # max abs difference of the final samples, float32 on CPU
 
 
 
-def _tiny(schedule: str, tmp_path_factory, **overrides):
+def _tiny(schedule: str, tmp_path_factory, prediction: str = "eps", **overrides):
     torch.manual_seed(0)
     cfg = preset("tiny", image_size=16, frames=8, **overrides)
     model = VideoUNet(cfg).eval()
     for p in model.conv_out.parameters():  # zero-initialised: make the outputs non-trivial
         torch.nn.init.normal_(p, std=0.05)
     meta = {"spec_version": vdm_ref.SPEC_VERSION, "model_config": cfg.to_dict(),
-            "schedule": vdm_ref.make_schedule(schedule, 1000).to_dict(), "prediction": cfg.prediction,
+            "schedule": vdm_ref.make_schedule(schedule, 1000).to_dict(), "prediction": prediction,
             "variance": "learned_range" if cfg.learn_sigma else "fixed_small", "num_classes": cfg.num_classes,
             "data": {"frames": 8, "size": 16, "channels": 1}}
     path = tmp_path_factory.mktemp("ort") / f"{schedule}.onnx"
@@ -46,37 +47,19 @@ def cosine_model(tmp_path_factory):
     return _tiny("cosine", tmp_path_factory, prediction="v")
 
 
-def _torch_sample(model, meta, steps, noise, *, sampler, labels=None, guidance=None, clip=1.0, eta=0.0):
-    sm = meta["schedule"]
-    sched = ops.make_schedule(sm["name"], sm["T"], dtype=torch.float64, **sm["params"])
-    y = None if labels is None else torch.as_tensor(labels)
-    nc = model.config.num_classes
-
-    def fn(x, t):
-        tt = t.float()
-        if guidance is None:
-            return model(x.float(), tt, y).double()
-        both = model(torch.cat([x, x]).float(), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, nc)]))
-        cond, uncond = both.double().chunk(2)
-        return ops.classifier_free_guidance(cond, uncond, guidance, 1)
-
-    variance = meta["variance"] if sampler == "ddpm" else "fixed_small"
-    with torch.no_grad():
-        x = ops.sample(fn, sched, [int(v) for v in steps], noise.shape[1:], torch.from_numpy(noise).double(),
-                       sampler=sampler, prediction=meta["prediction"], variance=variance, eta=eta, clip=clip)
-    return x.numpy()
+def _parity(model, meta, path, options, num=2, seed=1):
+    """The production sampling path (vdm.backends.sampling) on both backends, from one seed."""
+    want = sampling.sample_videos(sampling.torch_model(model, meta), num, seed, options)
+    got = sampling.sample_videos(sampling.load_model(path, "ort"), num, seed, options)
+    return got, want
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 @pytest.mark.parametrize("guidance", [None, 3.0])
 def test_ort_matches_torch_linear(linear_model, sampler, guidance):
     model, meta, path = linear_model
-    smp = OrtSampler(OrtDenoiser(path, threads=1))
-    steps = vdm_ref.inference_timesteps(1000, 8, "trailing")
-    noise = np.random.default_rng(1).standard_normal((9, *SHAPE)).astype(np.float32)
-    labels = np.array([0, 2])
-    got = smp.sample(steps, SHAPE, noise, sampler=sampler, labels=labels, guidance=guidance)
-    want = _torch_sample(model, meta, steps, noise, sampler=sampler, labels=labels, guidance=guidance)
+    options = sampling.SamplingOptions(sampler=sampler, steps=8, guidance=guidance, klass=2)
+    got, want = _parity(model, meta, path, options)
     assert np.abs(got - want).max() <= PARITY
     assert np.abs(want).max() > 0.1
 
@@ -84,11 +67,8 @@ def test_ort_matches_torch_linear(linear_model, sampler, guidance):
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_ort_matches_torch_cosine_v(cosine_model, sampler):
     model, meta, path = cosine_model
-    smp = OrtSampler(OrtDenoiser(path, threads=1))
-    steps = vdm_ref.inference_timesteps(1000, 8, "leading")
-    noise = np.random.default_rng(2).standard_normal((9, *SHAPE)).astype(np.float32)
-    got = smp.sample(steps, SHAPE, noise, sampler=sampler, eta=0.5)
-    want = _torch_sample(model, meta, steps, noise, sampler=sampler, eta=0.5)
+    options = sampling.SamplingOptions(sampler=sampler, steps=8, spacing="leading", eta=0.5)
+    got, want = _parity(model, meta, path, options)
     assert np.abs(got - want).max() <= PARITY
 
 

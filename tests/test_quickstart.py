@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
+from vdm.backends.ort import metadata as md
 from vdm.cli.main import app
-from vdm.export import metadata as md
 
 
 @pytest.mark.slow

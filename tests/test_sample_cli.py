@@ -9,8 +9,8 @@ from helpers import MICRO_UNET as MICRO
 from PIL import Image
 from typer.testing import CliRunner
 from vdm.backends.ort.providers import device_problem
-from vdm.backends.torch.checkpoint import save_checkpoint
-from vdm.backends.torch.model import UNetConfig, VideoUNet
+from vdm.backends.torch.models.unet import UNetConfig, VideoUNet
+from vdm.backends.torch.training.checkpoint import save_checkpoint
 from vdm.cli.main import app
 from vdm.export.onnx_export import ExportOptions, export_checkpoint
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -11,18 +12,18 @@ import torch
 # A very small network so that each step takes milliseconds on one CPU thread.
 from helpers import MICRO_TRAIN_MODEL
 from typer.testing import CliRunner
-from vdm.backends.torch import train as train_mod
-from vdm.backends.torch.checkpoint import load_checkpoint
-from vdm.backends.torch.train import (
+from vdm.backends.torch import training as train_mod
+from vdm.backends.torch.training import (
     QUICKSTART_TRAIN,
-    StepBatchSampler,
     TrainConfig,
     TrainingDiverged,
-    load_config_file,
     resolve_config,
     resolve_run_config,
     train,
 )
+from vdm.backends.torch.training.batches import StepBatchSampler
+from vdm.backends.torch.training.checkpoint import load_checkpoint
+from vdm.backends.torch.training.config import load_config_file
 
 SMALL_MODEL = MICRO_TRAIN_MODEL
 
@@ -189,15 +190,15 @@ def _app():
     return app
 
 
-SMALL_FLAGS = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_resolutions=[1]",
-               "--model", "temporal_attn_resolutions=[1]", "--model", "norm_groups=4", "--frames", "4", "--size", "8",
+SMALL_FLAGS = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_levels=[1]",
+               "--model", "temporal_attn_levels=[1]", "--model", "norm_groups=4", "--frames", "4", "--size", "8",
                "--batch-size", "4", "--device", "cpu", "--preview-every", "0", "--log-every", "1", "--quiet"]
 
 
 def test_cli_help_documents_every_option():
     res = CliRunner().invoke(_app(), ["train", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
-    flags = {f.name.replace("_", "-") for f in train_mod.dataclasses.fields(TrainConfig)}
+    flags = {f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
     renamed = {"out-dir": "out", "schedule-params": "schedule-param"}
     flags = {renamed.get(f, f) for f in flags}
     missing = [f for f in flags if f"--{f}" not in res.output]
@@ -282,7 +283,7 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
 
     cfg = _cfg(tmp_path, steps=100_000, checkpoint_every=1, log_every=1)
     code = ("import json, sys, torch; torch.set_num_threads(1)\n"
-            "from vdm.backends.torch.train import TrainConfig, train\n"
+            "from vdm.backends.torch.training import TrainConfig, train\n"
             "train(TrainConfig(**json.loads(sys.argv[1])))\n")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg.to_dict())],
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from helpers import MICRO_TRAIN_MODEL
 from safetensors.torch import load_file
-from vdm.backends.torch.checkpoint import load_checkpoint
+from vdm.backends.torch.training.checkpoint import load_checkpoint
 
 SMALL_MODEL = MICRO_TRAIN_MODEL
 
@@ -31,7 +31,7 @@ def test_ddp_ranks_stay_identical(tmp_path):
     script.write_text(textwrap.dedent("""
         import json, os, sys
         from safetensors.torch import save_file
-        from vdm.backends.torch.train import TrainConfig, train
+        from vdm.backends.torch.training import TrainConfig, train
 
         res = train(TrainConfig(**json.loads(sys.argv[1])))
         state = {f"model.{k}": v.contiguous() for k, v in res.model.state_dict().items()}
@@ -61,8 +61,8 @@ def test_ddp_ranks_stay_identical(tmp_path):
 
 def test_torchrun_cli(tmp_path):
     out = tmp_path / "cli"
-    flags = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_resolutions=[1]",
-             "--model", "temporal_attn_resolutions=[1]", "--model", "norm_groups=4", "--frames", "4", "--size", "8",
+    flags = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_levels=[1]",
+             "--model", "temporal_attn_levels=[1]", "--model", "norm_groups=4", "--frames", "4", "--size", "8",
              "--batch-size", "2", "--steps", "3", "--device", "cpu", "--preview-every", "0", "--quiet",
              "--out", str(out)]
     proc = _torchrun(["-m", "vdm.cli.main", "train", *flags], cwd=tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vdm.backends.torch.previews import save_contact_sheet, save_gif, save_loss_plot, to_uint8
+from vdm.backends.media import save_contact_sheet, save_gif, save_loss_plot, to_uint8
 
 
 def test_to_uint8_maps_range_and_clips():

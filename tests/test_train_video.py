@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from helpers import MICRO_TRAIN_MODEL
 from typer.testing import CliRunner
-from vdm.backends.torch.checkpoint import load_checkpoint
-from vdm.backends.torch.train import TrainConfig, train
-from vdm.backends.torch.video_data import VideoSkippedWarning, write_video
+from vdm.backends.media import write_video
+from vdm.backends.torch.data.video import VideoSkippedWarning
+from vdm.backends.torch.training import TrainConfig, train
+from vdm.backends.torch.training.checkpoint import load_checkpoint
 
 SMALL_MODEL = MICRO_TRAIN_MODEL
 CLASSES = ("MoveLeft", "MoveRight")
@@ -68,11 +69,13 @@ def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
         resumed = train(cfg.replace(steps=5, resume="auto"))
     assert resumed.losses == full.losses[3:]
     # `vdm eval` on a video checkpoint: real reference clips come from the UCF-101 test split.
-    from vdm.backends.torch.evaluate import evaluate, real_clips
+    from vdm.backends.sampling import SamplingOptions
+    from vdm.backends.torch.evaluation import evaluate, real_clips
 
     real = real_clips(data, 3, seed=0)
     assert real.shape == (3, 3, 4, 8, 8) and real.min() >= -1 and real.max() <= 1
-    rep = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=2, steps=2, device="cpu")
+    rep = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=2, options=SamplingOptions(steps=2),
+                   device="cpu")
     assert set(rep["rows"]) == {"samples", "real", "noise"}
 
 
@@ -84,8 +87,8 @@ def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
     train_cli.register(app)
     args = ["--data", f"folder:{ucf_root}", "--frames", "4", "--size", "8", "--channels", "1", "--batch-size", "2",
             "--steps", "2", "--device", "cpu", "--preview-every", "0", "--out", str(tmp_path / "cli"),
-            "--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_resolutions=[1]",
-            "--model", "temporal_attn_resolutions=[1]", "--model", "norm_groups=4"]
+            "--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_levels=[1]",
+            "--model", "temporal_attn_levels=[1]", "--model", "norm_groups=4"]
     with pytest.warns(VideoSkippedWarning):
         res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output

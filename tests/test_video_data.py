@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from vdm.backends.torch.video_data import (
+from vdm.backends.media import read_video, write_video
+from vdm.backends.torch.data.video import (
     UCF101,
     ClipSpec,
     VideoFolder,
     VideoSkippedWarning,
-    read_video,
-    write_video,
 )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vdm.export import metadata as md
+from vdm.backends.ort import metadata as md
 
 from . import step_graph as sg
 from .providers import ProviderChoice, ProviderUnavailable, choose_providers, create_session, session_options

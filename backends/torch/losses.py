@@ -12,38 +12,40 @@ import math
 import torch
 from torch import Tensor
 
+from . import _checks
+from ._checks import TimeArg
 from .diffusion import (
-    _check_prediction,
-    _forward,
-    _model_logvar,
-    _pair_abar,
-    _post_logvar64,
-    _posterior_coefs64,
+    abar_pair,
+    check_prediction,
+    forward_terms,
+    model_logvar_batched,
+    posterior_coefs64,
+    posterior_logvar64,
     predict_x0_eps,
     q_sample,
     split_model_output,
 )
-from .schedule import TimeArg, TorchSchedule, _batch_of, _data, _dtypes, _per_sample, _same_shape, _timesteps
+from .schedules import TorchSchedule
 
 _LOG2 = math.log(2.0)
 
 
 def _target(sched: TorchSchedule, x0: Tensor, t: TimeArg, noise: Tensor, prediction: str) -> Tensor:
     """training_target in the arithmetic dtype (no rounding to a half type before the loss)."""
-    _check_prediction(prediction)
+    check_prediction(prediction)
     if prediction == "eps":
-        noise = _data("noise", noise, sched)
-        return noise.to(_dtypes(noise)[1])
+        noise = _checks.data("noise", noise, sched)
+        return noise.to(_checks.dtypes(noise)[1])
     if prediction == "x0":
-        x0 = _data("x0", x0, sched)
-        return x0.to(_dtypes(x0)[1])
-    return _forward(sched, x0, t, noise, v=True)[0]
+        x0 = _checks.data("x0", x0, sched)
+        return x0.to(_checks.dtypes(x0)[1])
+    return forward_terms(sched, x0, t, noise, v=True)[0]
 
 
 def training_target(sched: TorchSchedule, x0: Tensor, t: TimeArg, noise: Tensor, prediction: str) -> Tensor:
     """Spec 8.1: the regression target: eps (the noise), x0, or v (3.3). Differentiable."""
     target = _target(sched, x0, t, noise, prediction)
-    dt = {"eps": lambda: noise.dtype, "x0": lambda: x0.dtype, "v": lambda: _dtypes(x0, noise)[0]}[prediction]()
+    dt = {"eps": lambda: noise.dtype, "x0": lambda: x0.dtype, "v": lambda: _checks.dtypes(x0, noise)[0]}[prediction]()
     return target.to(dt)
 
 
@@ -63,8 +65,8 @@ def min_snr_weight(sched: TorchSchedule, t: TimeArg, prediction: str, gamma: flo
     min(SNR, gamma) / (SNR + 1) for v. Computed in float64, returned in the schedule's dtype."""
     if not gamma > 0:
         raise ValueError(f"argument 'gamma' must be > 0, got {gamma}")
-    _check_prediction(prediction)
-    tt = _timesteps("t", t, sched, None, allow_minus_one=False)
+    check_prediction(prediction)
+    tt = _checks.timesteps("t", t, sched, None, allow_minus_one=False)
     return _min_snr64(sched, tt, prediction, gamma).to(sched.dtype)
 
 
@@ -85,14 +87,14 @@ def simple_loss(
     """Spec 8.1 / 8.2: L_simple = w_t * mean((pred - target)^2) per sample, w_t = 1 or min-SNR.
     Gradients flow to ``pred`` (and to x0/noise where the target depends on them)."""
     target = _target(sched, x0, t, noise, prediction)
-    pred = _data("pred", pred, sched)
-    _same_shape(target=target, pred=pred)
-    op = torch.promote_types(target.dtype, _dtypes(pred)[1])
+    pred = _checks.data("pred", pred, sched)
+    _checks.same_shape(target=target, pred=pred)
+    op = torch.promote_types(target.dtype, _checks.dtypes(pred)[1])
     loss = mean_flat((pred.to(op) - target.to(op)) ** 2)
     if min_snr_gamma is not None:
         if not min_snr_gamma > 0:
             raise ValueError(f"argument 'min_snr_gamma' must be > 0, got {min_snr_gamma}")
-        tt = _timesteps("t", t, sched, loss.shape[0], allow_minus_one=False)
+        tt = _checks.timesteps("t", t, sched, loss.shape[0], allow_minus_one=False)
         loss = loss * _min_snr64(sched, tt, prediction, min_snr_gamma).to(op)
     return loss
 
@@ -119,8 +121,8 @@ def _phi(x: Tensor) -> Tensor:
 
 def std_normal_cdf(x: Tensor) -> Tensor:
     """Spec 8.4: Phi(x) = erfc(-x / sqrt(2)) / 2, exact (no tanh approximation)."""
-    x = _data("x", x)
-    dt, op = _dtypes(x)
+    x = _checks.data("x", x)
+    dt, op = _checks.dtypes(x)
     return _phi(x.to(op)).to(dt)
 
 
@@ -140,8 +142,8 @@ def _dgll(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """Spec 8.4: log P(x) for 8-bit data in [-1, 1] (bins of width 2/255) under N(mean, e^(2 log_scale));
     the lowest bin (x < -0.999) integrates from -inf, the highest (x > 0.999) to +inf; P floored at 1e-12."""
-    x, mean, log_scale = _data("x", x), _data("mean", mean), _data("log_scale", log_scale)
-    dt, op = _dtypes(x, mean, log_scale)
+    x, mean, log_scale = _checks.data("x", x), _checks.data("mean", mean), _checks.data("log_scale", log_scale)
+    dt, op = _checks.dtypes(x, mean, log_scale)
     return _dgll(x.to(op), mean.to(op), log_scale.to(op)).to(dt)
 
 
@@ -159,22 +161,22 @@ def vlb_term(
     t = 0: -mean log P(x_0 | x_1 = x_t) (8.4, log_scale = logvar / 2) / log 2.
     The model's mean is the posterior mean (5.2) at its own x0_hat (4.5), unclipped. Both branches
     are computed and selected per sample (no host branching)."""
-    x0, x_t = _data("x0", x0, sched), _data("x_t", x_t, sched)
-    _same_shape(x0=x0, x_t=x_t)
-    b = _batch_of("x0", x0)
-    tt = _timesteps("t", t, sched, b, allow_minus_one=False)
+    x0, x_t = _checks.data("x0", x0, sched), _checks.data("x_t", x_t, sched)
+    _checks.same_shape(x0=x0, x_t=x_t)
+    b = _checks.batch_of("x0", x0)
+    tt = _checks.timesteps("t", t, sched, b, allow_minus_one=False)
     ss = tt - 1
     pred, var_values = split_model_output(out, x_t.shape[1])
-    _, op = _dtypes(x0, x_t, pred, *(() if var_values is None else (var_values,)))
+    _, op = _checks.dtypes(x0, x_t, pred, *(() if var_values is None else (var_values,)))
     x0_hat, _ = predict_x0_eps(sched, x_t, tt, pred, prediction)
-    a_s, a_t, _ = _pair_abar(sched, ss, tt, b)
-    c0, ct = (_per_sample(c.to(op), x0.ndim) for c in _posterior_coefs64(a_s, a_t))
+    a_s, a_t, _ = abar_pair(sched, ss, tt, b)
+    c0, ct = (_checks.per_sample(c.to(op), x0.ndim) for c in posterior_coefs64(a_s, a_t))
     x0o, xto = x0.to(op), x_t.to(op)
     model_mean = c0 * x0_hat.to(op) + ct * xto
     true_mean = c0 * x0o + ct * xto
-    model_logvar = _per_sample(_model_logvar(sched, ss, tt, variance, var_values, b).to(op), x0.ndim)
+    model_logvar = _checks.per_sample(model_logvar_batched(sched, ss, tt, variance, var_values, b).to(op), x0.ndim)
     model_logvar = model_logvar.expand(x0.shape)
-    true_logvar = _per_sample(_post_logvar64(sched, a_s, a_t, ss).to(op), x0.ndim)
+    true_logvar = _checks.per_sample(posterior_logvar64(sched, a_s, a_t, ss).to(op), x0.ndim)
     kl = mean_flat(normal_kl(true_mean, true_logvar, model_mean, model_logvar)) / _LOG2
     nll = -mean_flat(_dgll(x0o, model_mean, 0.5 * model_logvar)) / _LOG2
     if isinstance(tt, int):

@@ -6,6 +6,11 @@
 
 from __future__ import annotations
 
+from ._checks import (
+    VALIDATION_MODES,
+    set_validation,
+    validation,
+)
 from .diffusion import (
     PREDICTIONS,
     VARIANCES,
@@ -50,11 +55,9 @@ from .samplers import (
     sample,
     sampling_noise,
 )
-from .schedule import (
+from .schedules import (
     DEFAULT_PARAMS,
     SCHEDULES,
-    SPACINGS,
-    VALIDATION_MODES,
     TorchSchedule,
     alphas_cumprod,
     betas_cosine,
@@ -62,17 +65,18 @@ from .schedule import (
     betas_linear,
     betas_scaled_linear,
     betas_sigmoid,
-    inference_timesteps,
     make_schedule,
-    previous_timestep,
     rescale_zero_terminal_snr,
-    set_validation,
     snr,
+)
+from .timesteps import (
+    SPACINGS,
+    inference_timesteps,
+    previous_timestep,
     step_pairs,
     timesteps_leading,
     timesteps_linspace,
     timesteps_trailing,
-    validation,
 )
 
 Schedule = TorchSchedule  # vdm_ref's name for the same role

@@ -13,24 +13,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import _checks
+from ._checks import TimeArg
 from .diffusion import (
-    _model_logvar,
-    _pair_abar,
+    abar_pair,
     eps_from_x0,
+    model_logvar_batched,
     predict_x0_eps,
     split_model_output,
 )
-from .schedule import (
-    TimeArg,
-    TorchSchedule,
-    _batch_of,
-    _data,
-    _dtypes,
-    _per_sample,
-    _same_shape,
-    _timesteps,
-    step_pairs,
-)
+from .schedules import TorchSchedule
+from .timesteps import step_pairs
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -41,7 +34,7 @@ def clip_x0(x0: Tensor, limit: float = 1.0) -> Tensor:
     """Spec 7.1: static clipping, x0 <- clip(x0, -limit, limit)."""
     if not limit > 0:
         raise ValueError(f"argument 'limit' must be > 0, got {limit}")
-    return torch.clamp(_data("x0", x0), -limit, limit)
+    return torch.clamp(_checks.data("x0", x0), -limit, limit)
 
 
 def dynamic_threshold(x0: Tensor, quantile: float = 0.995, floor: float = 1.0) -> Tensor:
@@ -49,9 +42,9 @@ def dynamic_threshold(x0: Tensor, quantile: float = 0.995, floor: float = 1.0) -
     (linear interpolation between order statistics); x0_b <- clip(x0_b, -s_b, s_b) / s_b."""
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"argument 'quantile' must lie in (0, 1], got {quantile}")
-    x0 = _data("x0", x0)
-    out, op = _dtypes(x0)
-    flat = x0.reshape(_batch_of("x0", x0), -1).abs().to(op)
+    x0 = _checks.data("x0", x0)
+    out, op = _checks.dtypes(x0)
+    flat = x0.reshape(_checks.batch_of("x0", x0), -1).abs().to(op)
     n = flat.shape[1]
     # The interpolation position depends on shapes only, so it is host arithmetic; kthvalue avoids
     # torch.quantile's input-size limit and a full sort.
@@ -61,7 +54,7 @@ def dynamic_threshold(x0: Tensor, quantile: float = 0.995, floor: float = 1.0) -
     below = flat.kthvalue(lo + 1, dim=1).values
     above = flat.kthvalue(lo + 2, dim=1).values if lo + 1 < n else below
     s = torch.clamp(below + (above - below) * frac, min=floor)
-    s = _per_sample(s, x0.ndim)
+    s = _checks.per_sample(s, x0.ndim)
     xo = x0.to(op)
     return (torch.minimum(torch.maximum(xo, -s), s) / s).to(out)
 
@@ -105,29 +98,29 @@ def ddpm_step(
     threshold: float | None = None,
 ) -> Tensor:
     """Spec 7.3: ancestral step x_s = mu(x0_hat, x_t) + [s >= 0] exp(logvar / 2) noise."""
-    x_t = _data("x_t", x_t, sched)
-    b = _batch_of("x_t", x_t)
-    tt = _timesteps("t", t, sched, b, allow_minus_one=False)
-    ss = _timesteps("s", s, sched, b, allow_minus_one=True)
+    x_t = _checks.data("x_t", x_t, sched)
+    b = _checks.batch_of("x_t", x_t)
+    tt = _checks.timesteps("t", t, sched, b, allow_minus_one=False)
+    ss = _checks.timesteps("s", s, sched, b, allow_minus_one=True)
     pred, var_values = split_model_output(out, x_t.shape[1])
     if variance == "learned_range" and var_values is None:
         raise ValueError("variance 'learned_range' needs a model output with 2C channels")
     x0, _ = predict_x0_eps(sched, x_t, tt, pred, prediction)
     x0 = process_x0(x0, clip, threshold)
-    a_s, a_t, _ = _pair_abar(sched, ss, tt, b)
-    logvar = _model_logvar(sched, ss, tt, variance, var_values, b)
-    dt, op = _dtypes(x_t, pred)
+    a_s, a_t, _ = abar_pair(sched, ss, tt, b)
+    logvar = model_logvar_batched(sched, ss, tt, variance, var_values, b)
+    dt, op = _checks.dtypes(x_t, pred)
     beta = 1.0 - a_t / a_s
-    c0 = _per_sample((torch.sqrt(a_s) * beta / (1.0 - a_t)).to(op), x_t.ndim)
-    ct = _per_sample((torch.sqrt(a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)).to(op), x_t.ndim)
+    c0 = _checks.per_sample((torch.sqrt(a_s) * beta / (1.0 - a_t)).to(op), x_t.ndim)
+    ct = _checks.per_sample((torch.sqrt(a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)).to(op), x_t.ndim)
     mean = c0 * x0.to(op) + ct * x_t.to(op)
     if not _noise_needed(ss, noise, "this DDPM step is stochastic (s >= 0)"):
         return mean.to(dt)
-    noise = _data("noise", noise, sched)
-    _same_shape(x_t=x_t, noise=noise)
-    std = torch.exp(0.5 * _per_sample(logvar.to(op), x_t.ndim))
+    noise = _checks.data("noise", noise, sched)
+    _checks.same_shape(x_t=x_t, noise=noise)
+    std = torch.exp(0.5 * _checks.per_sample(logvar.to(op), x_t.ndim))
     if isinstance(ss, Tensor):  # no noise after the last step, per sample
-        std = std * _per_sample((ss >= 0).to(op), x_t.ndim)
+        std = std * _checks.per_sample((ss >= 0).to(op), x_t.ndim)
     return (mean + std * noise.to(op)).to(dt)
 
 
@@ -137,8 +130,8 @@ def _ddim_sigma64(a_s: Tensor, a_t: Tensor, eta: float) -> Tensor:
 
 def ddim_sigma(sched: TorchSchedule, t: TimeArg, s: TimeArg, eta: float) -> Tensor:
     """Spec 7.4: sigma = eta * sqrt((1 - abar_s) / (1 - abar_t)) * sqrt(1 - abar_t / abar_s)."""
-    tt = _timesteps("t", t, sched, None, allow_minus_one=False)
-    ss = _timesteps("s", s, sched, None, allow_minus_one=True)
+    tt = _checks.timesteps("t", t, sched, None, allow_minus_one=False)
+    ss = _checks.timesteps("s", s, sched, None, allow_minus_one=True)
     a_t, a_s = sched.abar_ext64[tt + 1], sched.abar_ext64[ss + 1]
     return _ddim_sigma64(a_s, a_t, eta).to(sched.dtype)
 
@@ -169,25 +162,26 @@ def ddim_step(
     eta = 0 is deterministic and needs no noise."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"argument 'eta' must lie in [0, 1], got {eta}")
-    x_t = _data("x_t", x_t, sched)
-    b = _batch_of("x_t", x_t)
-    tt = _timesteps("t", t, sched, b, allow_minus_one=False)
-    ss = _timesteps("s", s, sched, b, allow_minus_one=True)
-    a_s, a_t, _ = _pair_abar(sched, ss, tt, b)
+    x_t = _checks.data("x_t", x_t, sched)
+    b = _checks.batch_of("x_t", x_t)
+    tt = _checks.timesteps("t", t, sched, b, allow_minus_one=False)
+    ss = _checks.timesteps("s", s, sched, b, allow_minus_one=True)
+    a_s, a_t, _ = abar_pair(sched, ss, tt, b)
     pred, _ = split_model_output(out, x_t.shape[1])
     x0, eps = predict_x0_eps(sched, x_t, tt, pred, prediction)
     if clip is not None or threshold is not None:
         x0 = process_x0(x0, clip, threshold)
         eps = eps_from_x0(sched, x_t, tt, x0)
-    dt, op = _dtypes(x_t, pred)
+    dt, op = _checks.dtypes(x_t, pred)
     sigma = _ddim_sigma64(a_s, a_t, eta)
     c_eps = torch.sqrt(ddim_direction_variance(a_t, a_s, eta))  # float64 (B,) coefficients, cast below
-    x_s = _per_sample(torch.sqrt(a_s).to(op), x_t.ndim) * x0.to(op) + _per_sample(c_eps.to(op), x_t.ndim) * eps.to(op)
+    x_s = (_checks.per_sample(torch.sqrt(a_s).to(op), x_t.ndim) * x0.to(op)
+           + _checks.per_sample(c_eps.to(op), x_t.ndim) * eps.to(op))
     if eta == 0.0 or not _noise_needed(ss, noise, "DDIM with eta > 0 is stochastic"):
         return x_s.to(dt)
-    noise = _data("noise", noise, sched)
-    _same_shape(x_t=x_t, noise=noise)
-    return (x_s + _per_sample(sigma.to(op), x_t.ndim) * noise.to(op)).to(dt)
+    noise = _checks.data("noise", noise, sched)
+    _checks.same_shape(x_t=x_t, noise=noise)
+    return (x_s + _checks.per_sample(sigma.to(op), x_t.ndim) * noise.to(op)).to(dt)
 
 
 def classifier_free_guidance(
@@ -195,14 +189,14 @@ def classifier_free_guidance(
 ) -> Tensor:
     """Spec 7.5: out = out_uncond + w (out_cond - out_uncond) on the first ``channels`` channels
     (all if None); further channels (learned variance) are taken from out_cond."""
-    cond, uncond = _data("out_cond", out_cond), _data("out_uncond", out_uncond)
-    _same_shape(out_cond=cond, out_uncond=uncond)
+    cond, uncond = _checks.data("out_cond", out_cond), _checks.data("out_uncond", out_uncond)
+    _checks.same_shape(out_cond=cond, out_uncond=uncond)
     if cond.ndim < 2:
         raise ValueError(f"argument 'out_cond' must have a channel axis (B, C, ...), got shape {tuple(cond.shape)}")
     c = cond.shape[1] if channels is None else channels
     if not 0 < c <= cond.shape[1]:
         raise ValueError(f"argument 'channels' must lie in [1, {cond.shape[1]}], got {channels}")
-    dt, op = _dtypes(cond, uncond)
+    dt, op = _checks.dtypes(cond, uncond)
     u = uncond[:, :c].to(op)
     guided = (u + scale * (cond[:, :c].to(op) - u)).to(dt)
     return guided if c == cond.shape[1] else torch.cat([guided, cond[:, c:].to(dt)], dim=1)
@@ -222,7 +216,7 @@ def sampling_noise(
     if isinstance(noise, torch.Generator):
         z = torch.randn(full, generator=noise, device=noise.device, dtype=dtype or torch.float32)
         return z if device is None else z.to(device)
-    z = _data("noise", noise)
+    z = _checks.data("noise", noise)
     if tuple(z.shape) != full:
         raise ValueError(f"argument 'noise' must have shape (N + 1, *shape) = {full}, got {tuple(z.shape)}")
     return z.to(device=device if device is not None else z.device, dtype=dtype or z.dtype)
@@ -266,7 +260,7 @@ def sample(
     x = z[0]
     for i, (t, s) in enumerate(pairs):
         out = model(x, torch.full((shape[0],), t, dtype=torch.int64, device=sched.device))
-        out = _data("out", out).to(dtype)
+        out = _checks.data("out", out).to(dtype)
         if sampler == "ddpm":
             x = ddpm_step(sched, x, t, s, out, z[i + 1], prediction=prediction,
                           variance=variance, clip=clip, threshold=threshold)

@@ -6,7 +6,8 @@ File format (one ``*.safetensors`` file):
   tensor of the optimizer's state dict, path = dotted position in that dict), ``rng.torch``
   (uint8 CPU RNG state) and ``rng.cuda.<i>`` (one per visible CUDA device, when present);
 - safetensors metadata key ``"vdm"``: JSON with ``spec_version``, ``model_config``
-  (``UNetConfig.to_dict()``), ``schedule`` ({name, T, params, zero_terminal_snr}), ``prediction``,
+  (the architecture config's ``to_dict()``), ``architecture`` (a row of models.ARCHITECTURES;
+  absent = the U-Net), ``schedule`` ({name, T, params, zero_terminal_snr}), ``prediction``,
   ``variance``, ``num_classes``, ``data``, ``train``, ``step``, ``optimizer`` (class, and the
   state-dict structure with tensors replaced by ``{"__tensor__": key}``), ``rng`` (NumPy and
   Python RNG states) and ``created``.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,13 +33,11 @@ from torch import Tensor, nn
 
 import vdm_ref
 
-from .model import UNetConfig, VideoUNet
+from ...files import atomic_write_bytes, one_line
+from ..models import DEFAULT_ARCHITECTURE, build_model, config_from_dict
 
 META_KEY = "vdm"
 
-# mkstemp creates 0600 files; give written files the usual 0666 & ~umask instead.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -54,46 +52,12 @@ class Checkpoint:
     model_state: dict[str, Tensor]
     ema_state: dict[str, Tensor]
     optim_state: dict[str, Any] | None
-    config: UNetConfig
+    config: Any  # the architecture config
     rng_tensors: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
         return int(self.meta.get("step", 0))
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn
-    one: temp file in the same directory (same filesystem), flush + fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # persist the rename itself; not possible on every platform/filesystem
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- state encoding
@@ -191,7 +155,7 @@ def checkpoint_bytes(
     from safetensors.torch import save
 
     if "model_config" not in meta:
-        raise ValueError("checkpoint meta needs 'model_config' (UNetConfig.to_dict())")
+        raise ValueError("checkpoint meta needs 'model_config' (the architecture config's to_dict())")
     tensors: dict[str, Tensor] = {}
     for prefix, source in (("model", model), ("ema", ema)):
         if source is None:
@@ -253,7 +217,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
             raw = (f.metadata() or {}).get(META_KEY)
     except Exception as exc:  # safetensors raises its own error types for torn/corrupt headers
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated safetensors file "
-                              f"({_one_line(exc)})") from None
+                              f"({one_line(exc)})") from None
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a vdm checkpoint (no '{META_KEY}' metadata)")
     try:
@@ -274,14 +238,9 @@ def _check_spec_version(path: Path, version: Any) -> None:
                               f"{vdm_ref.SPEC_VERSION} (major versions differ)")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 200 else text[:197] + "..."
-
-
-def _expected_shapes(config: UNetConfig) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = VideoUNet(config)
+        model = build_model(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -310,9 +269,9 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     path = Path(path)
     meta = read_meta(path)
     try:
-        config = UNetConfig.from_dict(meta["model_config"])
+        config = config_from_dict(meta["model_config"], meta.get("architecture", DEFAULT_ARCHITECTURE))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model_config ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: invalid model_config ({one_line(exc)})") from None
     groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -325,7 +284,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         raise
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated tensor data "
-                              f"({_one_line(exc)})") from None
+                              f"({one_line(exc)})") from None
     expected = _expected_shapes(config)
     check_state(path, "model", groups["model"], expected)
     if groups["ema"]:
@@ -345,11 +304,11 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 def load_model(path: str | os.PathLike[str], *, ema: bool = True,
-               device: str | torch.device = "cpu") -> tuple[VideoUNet, dict[str, Any]]:
+               device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Build the network of a checkpoint with its EMA weights (or the raw ones with
     ``ema=False``, also used when the file has no EMA), in eval mode on ``device``."""
     ckpt = load_checkpoint(path, device="cpu")
     state = ckpt.ema_state if ema and ckpt.ema_state else ckpt.model_state
-    model = VideoUNet(ckpt.config)
+    model = build_model(ckpt.config)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), ckpt.meta

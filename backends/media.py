@@ -1,4 +1,4 @@
-"""Image outputs with Pillow only: animated GIF grids, contact sheets and the loss curve.
+"""Media files: animated GIF grids, contact sheets and the loss curve (Pillow), video files (PyAV).
 
 Videos are float arrays in [-1, 1] shaped (N, C, T, H, W) (a single (C, T, H, W) clip is
 accepted too) with C = 1 (grayscale) or C = 3 (RGB). NumPy arrays and torch tensors both work.
@@ -11,13 +11,14 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import atomic_write_bytes
+from .files import atomic_path, atomic_write_bytes
 
 
 def to_uint8(videos: Any) -> np.ndarray:
@@ -34,12 +35,12 @@ def to_uint8(videos: Any) -> np.ndarray:
     return u8.transpose(0, 2, 3, 4, 1)
 
 
-def _auto_scale(size: int, target: int = 96) -> int:
+def auto_scale(size: int, target: int = 96) -> int:
     # Tiny clips (16x16) are unreadable at 1:1; upscale (nearest) to roughly `target` pixels.
     return max(1, target // max(size, 1))
 
 
-def _grid_frames(u8: np.ndarray, ncols: int | None, scale: int, pad: int) -> np.ndarray:
+def grid_frames(u8: np.ndarray, ncols: int | None, scale: int, pad: int) -> np.ndarray:
     """(N, T, H, W, C) -> (T, gridH, gridW, C): clips tiled row-major with ``pad`` pixel gaps."""
     n, t, h, w, c = u8.shape
     if scale > 1:
@@ -72,7 +73,7 @@ def save_gif(
     """Animated GIF of ``videos`` tiled in a grid (``ncols`` columns, default ~sqrt(N)), upscaled
     by ``scale`` (default: to about 96 pixels per clip); ``loop=0`` loops forever."""
     u8 = to_uint8(videos)
-    frames = _grid_frames(u8, ncols, scale or _auto_scale(u8.shape[2]), pad)
+    frames = grid_frames(u8, ncols, scale or auto_scale(u8.shape[2]), pad)
     images = [_image(f) for f in frames]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
@@ -96,7 +97,7 @@ def save_contact_sheet(
     n, t = u8.shape[:2]
     # Rows are clips and columns are frames: the grid of (N*T) single frames with T columns.
     frames = u8.reshape(n * t, 1, *u8.shape[2:])
-    sheet = _grid_frames(frames, t, scale or _auto_scale(u8.shape[2]), pad)[0]
+    sheet = grid_frames(frames, t, scale or auto_scale(u8.shape[2]), pad)[0]
     buf = io.BytesIO()
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     _image(sheet).save(buf, format=fmt)
@@ -195,3 +196,157 @@ def save_loss_plot(
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+# --------------------------------------------------------------------------- video files (PyAV)
+
+
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
+               ".avi": "avi", ".webm": "webm"}
+
+
+def _pick_codec(suffix: str) -> str:
+    import av
+
+    if suffix == ".webm":
+        prefs = ("libvpx-vp9", "libvpx")
+    elif suffix == ".avi":
+        prefs = ("mpeg4", "libx264")
+    else:
+        prefs = ("libx264", "mpeg4")
+    for name in prefs:
+        if name in av.codecs_available:
+            return name
+    raise RuntimeError(f"this PyAV build has none of the encoders {prefs} for {suffix}")
+
+
+def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 8) -> Path:
+    """Write uint8 frames (T, H, W, C) with C in {1, 3} (or (T, H, W)) atomically.
+
+    ``.gif`` is written with Pillow (note: Pillow merges identical consecutive frames into
+    one longer frame). Other suffixes (.mp4, .avi, .webm, .mkv, .mov) are encoded with PyAV
+    as yuv420p, which needs even H and W.
+    """
+    import av
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"frames must be uint8 (T, H, W, C) with C in (1, 3), got "
+                         f"{frames.dtype} {frames.shape}")
+    if frames.shape[0] < 1 or fps <= 0:
+        raise ValueError(f"need at least one frame and fps > 0, got {frames.shape[0]}, {fps}")
+    suffix = path.suffix.lower()
+    if suffix != ".gif" and suffix not in _CONTAINERS:
+        raise ValueError(f"unsupported video suffix {suffix!r}; use .gif or one of "
+                         f"{sorted(_CONTAINERS)}")
+    _, h, w, c = frames.shape
+    if suffix != ".gif" and (h % 2 or w % 2):
+        raise ValueError(f"{path.name}: yuv420p video needs even height and width, got {h}x{w}")
+    with atomic_path(path) as tmp:
+        if suffix == ".gif":
+            from PIL import Image
+
+            mode = "L" if c == 1 else "RGB"
+            images = [Image.fromarray(f[..., 0] if c == 1 else f, mode) for f in frames]
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=max(int(round(1000 / fps)), 10), loop=0)
+        else:
+            rgb = np.repeat(frames, 3, axis=-1) if c == 1 else frames
+            codec = _pick_codec(suffix)
+            with av.open(str(tmp), mode="w", format=_CONTAINERS[suffix]) as container:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": "12", "preset": "veryfast"}
+                else:  # high bit rate: small test clips must survive the round trip
+                    stream.bit_rate = max(int(8 * h * w * fps), 200_000)
+                for f in rgb:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(
+                        np.ascontiguousarray(f), format="rgb24")))
+                container.mux(stream.encode(None))
+    return path
+
+
+def decode_video(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode all frames as RGB uint8 (T, H, W, 3); with ``size``, resize the shorter side
+    to ``size`` (area filter) and centre-crop to (size, size)."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]  # IndexError when there is no video stream
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if size is None:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                continue
+            fh, fw = frame.height, frame.width
+            scale = size / min(fh, fw)
+            nh, nw = max(size, round(fh * scale)), max(size, round(fw * scale))
+            img = frame.reformat(width=nw, height=nh, format="rgb24",
+                                 interpolation="AREA").to_ndarray()
+            top, left = (nh - size) // 2, (nw - size) // 2
+            frames.append(img[top : top + size, left : left + size])
+    if not frames:
+        raise ValueError("no decodable video frames")
+    return np.stack(frames)
+
+
+def read_video(path: str | os.PathLike[str]) -> np.ndarray:
+    """All frames of a video file as uint8 (T, H, W, 3) RGB."""
+    return decode_video(Path(path))
+
+
+# --------------------------------------------------------------------------- sample outputs
+
+VIDEO_OUTPUTS = (".gif", ".mp4", ".npy", ".png")
+
+
+def save_npy(path: str | os.PathLike[str], array: Any) -> Path:
+    """``np.save`` atomically: a failed write leaves nothing behind."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array))
+    return Path(path)
+
+
+def save_mp4_grid(path: str | os.PathLike[str], videos: Any, *, fps: float = 8.0) -> Path:
+    """The clips tiled as in :func:`save_gif`, encoded as a video (even sides for yuv420p)."""
+    u8 = to_uint8(videos)
+    grid = grid_frames(u8, None, auto_scale(u8.shape[2]), 2)
+    t, h, w, c = grid.shape
+    even = np.full((t, h + h % 2, w + w % 2, c), 255, np.uint8)
+    even[:, :h, :w] = grid
+    return write_video(path, even, fps=fps)
+
+
+def sheet_path(out: Path) -> Path:
+    """The contact sheet written beside ``out`` (``out`` itself when it is a PNG)."""
+    return out if out.suffix.lower() == ".png" else out.with_name(out.stem + "_sheet.png")
+
+
+_VIDEO_WRITERS = {
+    ".gif": lambda path, videos, fps: save_gif(path, videos, fps=fps),
+    ".mp4": lambda path, videos, fps: save_mp4_grid(path, videos, fps=fps),
+    ".npy": lambda path, videos, fps: save_npy(path, np.asarray(videos, np.float32)),
+    ".png": lambda path, videos, fps: save_contact_sheet(path, videos),
+}
+
+
+def write_videos(videos: Any, out: Path, *, fps: float = 8.0, also: Sequence[str] = ()) -> list[Path]:
+    """Write ``videos`` (N, C, T, H, W) in [-1, 1] to ``out`` (a suffix of :data:`VIDEO_OUTPUTS`),
+    to ``out`` with each suffix of ``also``, and the contact sheet beside ``out``. Returns the paths."""
+    written = []
+    for path in dict.fromkeys([out, *(out.with_suffix(s) for s in also)]):
+        suffix = path.suffix.lower()
+        if suffix not in _VIDEO_WRITERS:
+            raise ValueError(f"unsupported output {path.name}; use one of {', '.join(VIDEO_OUTPUTS)}")
+        _VIDEO_WRITERS[suffix](path, videos, fps)
+        written.append(path)
+    sheet = sheet_path(out)
+    if sheet not in written:
+        save_contact_sheet(sheet, videos)
+        written.append(sheet)
+    return written

@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PREDICTIONS = ("eps", "x0", "v")
-
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -36,15 +34,15 @@ class UNetConfig:
     base_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
-    # Downsample levels (0 = full resolution) that get spatial / temporal self-attention.
-    attn_resolutions: tuple[int, ...] = (2,)
-    temporal_attn_resolutions: tuple[int, ...] = (1, 2)
+    # Downsample levels (0 = full resolution, 1 = half, ...) that get spatial / temporal
+    # self-attention. Level indices, not pixel sizes.
+    attn_levels: tuple[int, ...] = (2,)
+    temporal_attn_levels: tuple[int, ...] = (1, 2)
     num_heads: int = 4
     norm_groups: int = 32  # effective groups = gcd(norm_groups, channels)
     dropout: float = 0.0
     num_classes: int = 0  # 0 = unconditional; else the table has num_classes + 1 rows (null)
-    learn_sigma: bool = False
-    prediction: str = "eps"  # used by callers (losses, samplers), not by the network
+    learn_sigma: bool = False  # 2C output channels: the prediction and the variance values (spec 4.5)
     # False drops every temporal layer: the net becomes a per-frame image model (ablation).
     temporal: bool = True
     max_relative_distance: int = 32  # relative-position bias is clipped beyond this distance
@@ -54,10 +52,8 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         # Tuples may arrive as lists (JSON); normalise so the config stays hashable.
-        for name in ("channel_mult", "attn_resolutions", "temporal_attn_resolutions"):
+        for name in ("channel_mult", "attn_levels", "temporal_attn_levels"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"channel_mult must be non-empty positive ints: {self.channel_mult}")
         for name in ("in_channels", "base_channels", "num_heads", "norm_groups",
@@ -67,13 +63,13 @@ class UNetConfig:
         if self.num_res_blocks < 1 or self.num_classes < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("need num_res_blocks >= 1, num_classes >= 0, 0 <= dropout < 1")
         levels = len(self.channel_mult)
-        for name in ("attn_resolutions", "temporal_attn_resolutions"):
+        for name in ("attn_levels", "temporal_attn_levels"):
             bad = [lv for lv in getattr(self, name) if not 0 <= lv < levels]
             if bad:
                 raise ValueError(f"{name} has levels {bad} outside 0..{levels - 1}")
-        levels_with_attn = set(self.attn_resolutions)
+        levels_with_attn = set(self.attn_levels)
         if self.temporal:
-            levels_with_attn |= set(self.temporal_attn_resolutions)
+            levels_with_attn |= set(self.temporal_attn_levels)
         for lv in sorted(levels_with_attn | {levels - 1}):  # the middle block always attends
             ch = self.base_channels * self.channel_mult[lv]
             if ch % self.num_heads:
@@ -94,6 +90,18 @@ class UNetConfig:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
 
+    @staticmethod
+    def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+        """A config stored by vdm 0.1 in today's names: the attention fields held level indices
+        under the name ``*_resolutions``, and ``prediction`` (now beside the config, in the
+        checkpoint's diffusion contract) was a field."""
+        d = dict(d)
+        d.pop("prediction", None)
+        for old, new in (("attn_resolutions", "attn_levels"), ("temporal_attn_resolutions", "temporal_attn_levels")):
+            if old in d:
+                d.setdefault(new, d.pop(old))
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
@@ -103,30 +111,20 @@ class UNetConfig:
         return cls(**d)
 
 
-_PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # CPU-trainable in minutes: grayscale, 8 frames at 16x16 or 32x32.
     "tiny": dict(in_channels=1, base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1,
-                 attn_resolutions=(2,), temporal_attn_resolutions=(2,), num_heads=4,
+                 attn_levels=(2,), temporal_attn_levels=(2,), num_heads=4,
                  norm_groups=8, frames=8, image_size=32),
     # Single-GPU scale: RGB, 16 frames at 64x64.
     "small": dict(in_channels=3, base_channels=64, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
-                  attn_resolutions=(2, 3), temporal_attn_resolutions=(1, 2, 3), num_heads=4,
+                  attn_levels=(2, 3), temporal_attn_levels=(1, 2, 3), num_heads=4,
                   norm_groups=32, frames=16, image_size=64),
     "base": dict(in_channels=3, base_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=2,
-                 attn_resolutions=(2, 3), temporal_attn_resolutions=(1, 2, 3), num_heads=8,
+                 attn_levels=(2, 3), temporal_attn_levels=(1, 2, 3), num_heads=8,
                  norm_groups=32, frames=16, image_size=64),
 }
 
-
-def preset_names() -> tuple[str, ...]:
-    return tuple(_PRESETS)
-
-
-def preset(name: str, **overrides: Any) -> UNetConfig:
-    """Named configuration (``tiny``, ``small``, ``base``) with optional field overrides."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
-    return UNetConfig.from_dict({**_PRESETS[name], **overrides})
 
 
 # --------------------------------------------------------------------------- layers
@@ -321,8 +319,8 @@ class _Stage(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, cfg: UNetConfig, level: int) -> None:
         super().__init__()
         self.res = ResBlock(cin, cout, emb_dim, cfg)
-        self.attn = SpatialAttention(cout, cfg) if level in cfg.attn_resolutions else None
-        use_tattn = cfg.temporal and level in cfg.temporal_attn_resolutions
+        self.attn = SpatialAttention(cout, cfg) if level in cfg.attn_levels else None
+        use_tattn = cfg.temporal and level in cfg.temporal_attn_levels
         self.tattn = TemporalAttention(cout, cfg) if use_tattn else None
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -371,8 +369,8 @@ class VideoUNet(nn.Module):
                 skip_channels.append(ch)
 
         # Middle: res + spatial + temporal attention, then a plain res block.
-        mid_cfg = dataclasses.replace(cfg, attn_resolutions=(levels - 1,),
-                                      temporal_attn_resolutions=(levels - 1,))
+        mid_cfg = dataclasses.replace(cfg, attn_levels=(levels - 1,),
+                                      temporal_attn_levels=(levels - 1,))
         self.mid = nn.ModuleList([_Stage(ch, ch, emb_dim, mid_cfg, levels - 1),
                                   _Stage(ch, ch, emb_dim, cfg, -1)])
 

@@ -1,37 +1,24 @@
-"""Spec sections 2 and 6 on torch tensors: noise schedules, their tables, inference timesteps.
+"""Spec section 2 on torch tensors: noise schedules and their tables.
 
 Tables are computed from the spec formulas in torch float64 on the CPU (never by calling
 vdm_ref, so the conformance kit can catch a wrong table), checked, moved to the device once
 and cast once to the compute dtype. Coefficients that are functions of one timestep (sqrt(abar),
 sqrt(1 - abar), ...) are derived in float64 *before* the cast, so low-precision tables never
 compute 1 - abar by cancellation.
-
-Validation policy (shared by every module of this backend):
-
-- always: argument types, dtypes, shapes and devices (metadata only, free);
-- timestep ranges, ``s < t`` and abar_t = 0 checks: on Python ints always (host values); on
-  tensors only when reading them costs no device sync, i.e. CPU tensors outside torch.compile
-  tracing. Accelerator tensors are value-checked only in ``"full"`` mode, which syncs;
-- finiteness of data: ``"full"`` mode only (a full extra pass over the data);
-- ``"off"``: no value checks. Out-of-range timesteps are then undefined behaviour.
-
-Select with ``set_validation(mode)`` or ``with validation(mode): ...``; the default is ``"auto"``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._checks import F64, TimeArg
+
 SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
-SPACINGS = ("leading", "trailing", "linspace")
 
 # Spec 2.1 - 2.4 defaults (kept independent of vdm_ref; a test pins them to it).
 DEFAULT_PARAMS: dict[str, dict[str, float]] = {
@@ -40,133 +27,6 @@ DEFAULT_PARAMS: dict[str, dict[str, float]] = {
     "cosine": {"s": 0.008, "max_beta": 0.999},
     "sigmoid": {"beta_start": 1e-4, "beta_end": 0.02, "sigmoid_range": 6.0},
 }
-
-F64 = torch.float64
-TimeArg = int | Tensor
-
-# --- validation policy -------------------------------------------------------------------------
-
-VALIDATION_MODES = ("off", "auto", "full")
-_mode = ["auto"]
-
-
-def set_validation(mode: str) -> str:
-    """Set the value-check policy ("off", "auto", "full"; see the module docstring); returns the old one."""
-    if mode not in VALIDATION_MODES:
-        raise ValueError(f"argument 'mode': unknown validation mode {mode!r}; choose one of {VALIDATION_MODES}")
-    old, _mode[0] = _mode[0], mode
-    return old
-
-
-@contextlib.contextmanager
-def validation(mode: str) -> Iterator[None]:
-    """Context manager form of :func:`set_validation`."""
-    old = set_validation(mode)
-    try:
-        yield
-    finally:
-        set_validation(old)
-
-
-def _inspect(x: Tensor) -> bool:
-    """Whether value checks on tensor ``x`` run under the current policy."""
-    mode = _mode[0]
-    if mode == "off" or torch.compiler.is_compiling():
-        return False
-    return mode == "full" or x.device.type == "cpu"
-
-
-def _full() -> bool:
-    return _mode[0] == "full" and not torch.compiler.is_compiling()
-
-
-# --- shared argument helpers (used by the sibling modules) -----------------------------------
-
-
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    """Arithmetic dtype: half types compute in float32 and round once at the end."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _data(name: str, x: Any, sched: TorchSchedule | None = None) -> Tensor:
-    """Require a floating tensor (on the schedule's device when one is given)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"argument '{name}' must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"argument '{name}' must be a floating-point tensor, got dtype {x.dtype}")
-    if sched is not None and x.device != sched.device:
-        raise ValueError(f"argument '{name}' is on {x.device} but the schedule is on {sched.device}")
-    if _full() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"argument '{name}' contains NaN or Inf; the spec requires finite values")
-    return x
-
-
-def _same_shape(**tensors: Tensor) -> None:
-    (first, ref), *rest = tensors.items()
-    for name, x in rest:
-        if x.shape != ref.shape:
-            raise ValueError(
-                f"argument '{name}' has shape {tuple(x.shape)} but '{first}' has shape {tuple(ref.shape)}; "
-                "they must match"
-            )
-
-
-def _batch_of(name: str, x: Tensor) -> int:
-    if x.ndim < 1:
-        raise ValueError(f"argument '{name}' must have a leading batch axis, got a scalar")
-    return x.shape[0]
-
-
-def _dtypes(*xs: Tensor) -> tuple[torch.dtype, torch.dtype]:
-    """(result dtype, arithmetic dtype) for a set of data tensors: torch promotion, then opmath."""
-    dt = xs[0].dtype
-    for x in xs[1:]:
-        dt = torch.promote_types(dt, x.dtype)
-    return dt, _opmath(dt)
-
-
-def _per_sample(v: Tensor, ndim: int) -> Tensor:
-    """Reshape a (B,) vector to broadcast against a (B, ...) tensor of rank ``ndim``; 0-d stays."""
-    return v if v.ndim == 0 else v.reshape(v.shape + (1,) * (ndim - v.ndim))
-
-
-def _timesteps(name: str, t: Any, sched: TorchSchedule, batch: int | None, *, allow_minus_one: bool) -> TimeArg:
-    """Validate integer timesteps: a Python int or an integer tensor, scalar or (B,), in [0, T-1]
-    (or -1 if allowed). Returns an int or an int64 tensor on the schedule's device."""
-    lo, hi = (-1 if allow_minus_one else 0), sched.T - 1
-    if isinstance(t, float) and t.is_integer():
-        t = int(t)
-    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-        if not lo <= t <= hi:
-            raise ValueError(f"argument '{name}' must lie in [{lo}, {hi}] for a schedule of T={sched.T}, got {t}")
-        return int(t)
-    host = not isinstance(t, Tensor)
-    if host:  # host sequences / NumPy arrays: converted once, checked on the host for free
-        try:
-            t = torch.as_tensor(t)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"argument '{name}' must be an int or an integer tensor: {exc}") from None
-        if t.is_floating_point() and bool(torch.isfinite(t).all()) and bool((t == t.round()).all()):
-            t = t.long()
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"argument '{name}' must hold integer timesteps, got dtype {t.dtype}")
-    if t.ndim > 1:
-        raise ValueError(f"argument '{name}' must be a scalar or a (B,) vector, got shape {tuple(t.shape)}")
-    if batch is not None and t.ndim == 1 and t.shape[0] != batch:
-        raise ValueError(f"argument '{name}' has {t.shape[0]} entries but the batch has {batch}")
-    if not host and t.device != sched.device:
-        raise ValueError(f"argument '{name}' is on {t.device} but the schedule is on {sched.device}")
-    if (host or _inspect(t)) and t.numel() and bool(((t < lo) | (t > hi)).any()):
-        bad = torch.unique(t[(t < lo) | (t > hi)]).tolist()
-        raise ValueError(f"argument '{name}' must lie in [{lo}, {hi}] for a schedule of T={sched.T}, got {bad}")
-    return t.to(device=sched.device, dtype=torch.int64)
-
-
-def _host_any(cond: bool | Tensor) -> bool:
-    """Host truth of ``cond.any()`` where the policy allows reading it (bools always)."""
-    if isinstance(cond, Tensor):
-        return _inspect(cond) and bool(cond.any())
-    return bool(cond)
 
 
 # --- spec 2: the beta formulas -------------------------------------------------------------------
@@ -399,67 +259,3 @@ def _check_params(name: str, p: dict[str, float]) -> None:
     if name == "sigmoid" and not p["sigmoid_range"] > 0.0:
         raise ValueError(f"sigmoid schedule needs sigmoid_range > 0, got {p['sigmoid_range']}")
 
-
-# --- spec 6: inference timesteps ---------------------------------------------------------------
-
-
-def _arange_desc(N: int) -> Tensor:
-    return torch.arange(N - 1, -1, -1, dtype=torch.int64)
-
-
-def timesteps_leading(T: int, N: int, offset: int = 0) -> Tensor:
-    """Spec 6.1: t_i = (N - 1 - i) * floor(T / N) + offset, i = 0..N-1."""
-    return _arange_desc(N) * (T // N) + offset
-
-
-def timesteps_trailing(T: int, N: int) -> Tensor:
-    """Spec 6.2: t_i = T - 1 - floor(i * T / N), i = 0..N-1."""
-    i = torch.arange(N, dtype=torch.int64)
-    return T - 1 - torch.div(i * T, N, rounding_mode="floor")
-
-
-def timesteps_linspace(T: int, N: int) -> Tensor:
-    """Spec 6.3: t_i = round_half_up((T - 1) * (N - 1 - i) / (N - 1)); N = 1 gives [T - 1]."""
-    if N == 1:
-        return torch.tensor([T - 1], dtype=torch.int64)
-    # round_half_up(a / b) = floor((2a + b) / (2b)) for non-negative integers.
-    return torch.div(2 * (T - 1) * _arange_desc(N) + (N - 1), 2 * (N - 1), rounding_mode="floor")
-
-
-def inference_timesteps(
-    T: int, N: int, spacing: str = "trailing", offset: int = 0, *, device: torch.device | str | None = None
-) -> Tensor:
-    """Spec 6: the N timesteps a sampler visits (int64, strictly decreasing, in [0, T-1])."""
-    if spacing not in SPACINGS:
-        raise ValueError(f"argument 'spacing': unknown spacing {spacing!r}; choose one of {SPACINGS}")
-    for name, value in (("T", T), ("N", N), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"argument '{name}' must be an integer, got {value!r}")
-    T, N, offset = int(T), int(N), int(offset)
-    if T < 1:
-        raise ValueError(f"argument 'T' must be >= 1, got {T}")
-    if not 1 <= N <= T:
-        raise ValueError(f"argument 'N' must satisfy 1 <= N <= T = {T}, got N={N}")
-    if spacing == "leading":
-        top = (N - 1) * (T // N)
-        if not 0 <= offset <= T - 1 - top:
-            raise ValueError(
-                f"argument 'offset' must lie in [0, {T - 1 - top}] for leading spacing with T={T}, N={N}, got {offset}"
-            )
-        steps = timesteps_leading(T, N, offset)
-    elif offset != 0:
-        raise ValueError(f"argument 'offset' applies to leading spacing only; got {offset} with {spacing!r}")
-    else:
-        steps = timesteps_trailing(T, N) if spacing == "trailing" else timesteps_linspace(T, N)
-    return steps if device is None else steps.to(device)
-
-
-def previous_timestep(timesteps: Tensor | Sequence[int], i: int) -> int:
-    """Spec 6.4: the step from timesteps[i] goes to timesteps[i + 1], and the last one to -1."""
-    return int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
-
-
-def step_pairs(timesteps: Tensor | Sequence[int]) -> list[tuple[int, int]]:
-    """Spec 6.4: the (t, s) pairs a sampler steps through, s = previous_timestep(t). One host read."""
-    steps = timesteps.tolist() if isinstance(timesteps, Tensor) else [int(t) for t in timesteps]
-    return [(int(t), previous_timestep(steps, i)) for i, t in enumerate(steps)]

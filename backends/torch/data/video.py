@@ -1,4 +1,4 @@
-"""Real-video datasets (a folder of videos, UCF-101) decoded with PyAV, plus video file I/O.
+"""Real-video datasets (a folder of videos, UCF-101) decoded with PyAV (vdm.backends.media).
 
 Every file is decoded once when the dataset is built: unreadable, truncated and too-short
 files are found then and skipped with a :class:`VideoSkippedWarning` naming each one (plus one
@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+
+from ...files import atomic_path
+from ...media import decode_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".gif", ".mkv", ".mov", ".m4v")
 _CACHE_VERSION = "1"
@@ -55,113 +56,6 @@ class ClipSpec:
     def span(self) -> int:
         """Number of consecutive decoded frames one clip covers."""
         return (self.frames - 1) * self.frame_stride + 1
-
-
-# --------------------------------------------------------------------------- file I/O
-
-
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    return Path(tmp)
-
-
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
-               ".avi": "avi", ".webm": "webm"}
-
-
-def _pick_codec(suffix: str) -> str:
-    if suffix == ".webm":
-        prefs = ("libvpx-vp9", "libvpx")
-    elif suffix == ".avi":
-        prefs = ("mpeg4", "libx264")
-    else:
-        prefs = ("libx264", "mpeg4")
-    for name in prefs:
-        if name in av.codecs_available:
-            return name
-    raise RuntimeError(f"this PyAV build has none of the encoders {prefs} for {suffix}")
-
-
-def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 8) -> Path:
-    """Write uint8 frames (T, H, W, C) with C in {1, 3} (or (T, H, W)) atomically.
-
-    ``.gif`` is written with Pillow (note: Pillow merges identical consecutive frames into
-    one longer frame). Other suffixes (.mp4, .avi, .webm, .mkv, .mov) are encoded with PyAV
-    as yuv420p, which needs even H and W.
-    """
-    path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[..., None]
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
-        raise ValueError(f"frames must be uint8 (T, H, W, C) with C in (1, 3), got "
-                         f"{frames.dtype} {frames.shape}")
-    if frames.shape[0] < 1 or fps <= 0:
-        raise ValueError(f"need at least one frame and fps > 0, got {frames.shape[0]}, {fps}")
-    suffix = path.suffix.lower()
-    if suffix != ".gif" and suffix not in _CONTAINERS:
-        raise ValueError(f"unsupported video suffix {suffix!r}; use .gif or one of "
-                         f"{sorted(_CONTAINERS)}")
-    _, h, w, c = frames.shape
-    if suffix != ".gif" and (h % 2 or w % 2):
-        raise ValueError(f"{path.name}: yuv420p video needs even height and width, got {h}x{w}")
-    tmp = _atomic_target(path)
-    try:
-        if suffix == ".gif":
-            from PIL import Image
-
-            mode = "L" if c == 1 else "RGB"
-            images = [Image.fromarray(f[..., 0] if c == 1 else f, mode) for f in frames]
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                           duration=max(int(round(1000 / fps)), 10), loop=0)
-        else:
-            rgb = np.repeat(frames, 3, axis=-1) if c == 1 else frames
-            codec = _pick_codec(suffix)
-            with av.open(str(tmp), mode="w", format=_CONTAINERS[suffix]) as container:
-                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                if codec == "libx264":
-                    stream.options = {"crf": "12", "preset": "veryfast"}
-                else:  # high bit rate: small test clips must survive the round trip
-                    stream.bit_rate = max(int(8 * h * w * fps), 200_000)
-                for f in rgb:
-                    container.mux(stream.encode(av.VideoFrame.from_ndarray(
-                        np.ascontiguousarray(f), format="rgb24")))
-                container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _decode(path: Path, size: int | None = None) -> np.ndarray:
-    """Decode all frames as RGB uint8 (T, H, W, 3); with ``size``, resize the shorter side
-    to ``size`` (area filter) and centre-crop to (size, size)."""
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]  # IndexError when there is no video stream
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            if size is None:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                continue
-            fh, fw = frame.height, frame.width
-            scale = size / min(fh, fw)
-            nh, nw = max(size, round(fh * scale)), max(size, round(fw * scale))
-            img = frame.reformat(width=nw, height=nh, format="rgb24",
-                                 interpolation="AREA").to_ndarray()
-            top, left = (nh - size) // 2, (nw - size) // 2
-            frames.append(img[top : top + size, left : left + size])
-    if not frames:
-        raise ValueError("no decodable video frames")
-    return np.stack(frames)
-
-
-def read_video(path: str | os.PathLike[str]) -> np.ndarray:
-    """All frames of a video file as uint8 (T, H, W, 3) RGB."""
-    return _decode(Path(path))
 
 
 def _to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
@@ -243,16 +137,10 @@ class VideoClips:
             except (OSError, ValueError):
                 pass  # damaged cache entry: decode again and overwrite it
         self.decode_count += 1
-        frames = _to_channels(_decode(path, self.clip.size), self.clip.channels)
+        frames = _to_channels(decode_video(path, self.clip.size), self.clip.channels)
         if cached is not None:
-            tmp = _atomic_target(cached)
-            try:
-                with open(tmp, "wb") as f:
-                    np.save(f, frames)
-                os.replace(tmp, cached)  # atomic: readers never see a partial file
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                np.save(f, frames)
         return frames
 
     # -- dataset protocol --------------------------------------------------------------

@@ -1,0 +1,19 @@
+"""How every command reports a user's mistake: one line on stderr and a non-zero exit status."""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import typer
+
+BAD_INPUT = 2  # the exit status of every one-line user error
+
+
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
+    """Print ``error: message`` (one line) on stderr and exit with ``code``. Ranks other than 0 of a
+    torchrun launch prefix their rank, so interleaved lines stay readable."""
+    rank = os.environ.get("RANK")
+    prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
+    typer.echo(f"{prefix}error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code)
