@@ -38,6 +38,7 @@ from .losses import (
 )
 from .samplers import (
     SAMPLERS,
+    Sampler,
     classifier_free_guidance,
     clip_x0,
     ddim_direction_variance,
@@ -56,7 +57,7 @@ SPEC_VERSION = "1.0.0"
 
 __all__ = [
     "SPEC_VERSION", "SCHEDULES", "SPACINGS", "SAMPLERS", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS",
-    "Schedule", "make_schedule", "rescale_zero_terminal_snr",
+    "Schedule", "Sampler", "make_schedule", "rescale_zero_terminal_snr",
     "inference_timesteps", "previous_timestep", "step_pairs",
     "q_mean_variance", "q_sample", "velocity",
     "x0_from_eps", "eps_from_x0", "x0_from_v", "eps_from_v", "v_from_x0_eps",

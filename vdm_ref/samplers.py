@@ -7,6 +7,7 @@ Each step maps x_t to x_s for one (t, s) pair of spec 6.4. Randomness is an expl
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,8 +21,6 @@ from .diffusion import (
 )
 from .schedules import Schedule
 from .timesteps import step_pairs
-
-SAMPLERS = ("ddpm", "ddim")
 
 Model = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -198,7 +197,7 @@ def sample(
     prediction (C or 2C channels). Returns x_{-1}, the sample.
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"argument 'sampler': unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        raise ValueError(f"argument 'sampler': unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
     steps = np.asarray(timesteps, dtype=np.int64)
     if steps.ndim != 1 or len(steps) == 0 or np.any(np.diff(steps) >= 0):
         raise ValueError("argument 'timesteps' must be a non-empty, strictly decreasing sequence (spec 6)")
@@ -206,13 +205,25 @@ def sample(
     shape = tuple(int(d) for d in shape)
     z = sampling_noise(noise, len(steps), shape)
     x = z[0]
+    row = SAMPLERS[sampler]
+    extra = {k: v for k, v in (("variance", variance), ("eta", eta)) if k in row.options}
     for i, (t, s) in enumerate(step_pairs(steps)):
         tvec = np.full((shape[0],), t, dtype=np.int64)
         out = model(x, tvec)
-        if sampler == "ddpm":
-            x = ddpm_step(sched, x, t, s, out, z[i + 1], prediction=prediction,
-                          variance=variance, clip=clip, threshold=threshold)
-        else:
-            x = ddim_step(sched, x, t, s, out, z[i + 1], prediction=prediction,
-                          eta=eta, clip=clip, threshold=threshold)
+        x = row.step(sched, x, t, s, out, z[i + 1], prediction=prediction, clip=clip, threshold=threshold, **extra)
     return x
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A row of the sampler table (spec 7.6): the step function and the options of :func:`sample`
+    it takes besides ``prediction``, ``clip`` and ``threshold``."""
+
+    step: Callable[..., np.ndarray]
+    options: tuple[str, ...]
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(ddpm_step, ("variance",)),  # spec 7.3
+    "ddim": Sampler(ddim_step, ("eta",)),  # spec 7.4
+}

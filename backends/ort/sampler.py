@@ -40,8 +40,9 @@ class StepConfig:
     dtype: str = "float32"  # of the step graph (float64 only for the conformance kit)
 
     def check(self) -> None:
-        if self.sampler not in vdm_ref.SAMPLERS:
-            raise ValueError(f"argument 'sampler': unknown sampler {self.sampler!r}; choose one of {vdm_ref.SAMPLERS}")
+        if self.sampler not in STEP_VARIANTS:
+            raise ValueError(f"argument 'sampler': unknown sampler {self.sampler!r}; "
+                             f"choose one of {tuple(STEP_VARIANTS)}")
         if self.prediction not in vdm_ref.PREDICTIONS:
             raise ValueError(f"argument 'prediction': unknown prediction {self.prediction!r}")
         if self.variance not in vdm_ref.VARIANCES:
@@ -55,13 +56,7 @@ class StepConfig:
 
     def spec(self, s: np.ndarray, *, guidance: bool = False) -> sg.StepSpec:
         """Graph variant for a step landing on s (a (B,) vector)."""
-        ss = np.asarray(s)
-        if self.sampler == "ddim":
-            noise = self.eta > 0.0 and bool(np.any(ss >= 0))  # sigma = 0 when landing on s = -1
-            learned = False
-        else:
-            noise = bool(np.any(ss >= 0))
-            learned = self.variance == "learned_range"
+        noise, learned = STEP_VARIANTS[self.sampler](self, np.asarray(s))
         return sg.StepSpec(self.sampler, learned=learned, clip=self.clip is not None,
                            threshold=self.threshold is not None, noise=noise, guidance=guidance,
                            dtype=self.dtype)
@@ -79,6 +74,18 @@ class StepConfig:
             feeds.update(sg.quantile_inputs(int(np.prod(shape[1:])), float(self.threshold), self.threshold_floor,
                                             self.dtype))
         return feeds
+
+
+def _ddim_variant(cfg: StepConfig, ss: np.ndarray) -> tuple[bool, bool]:
+    return cfg.eta > 0.0 and bool(np.any(ss >= 0)), False  # sigma = 0 when landing on s = -1
+
+
+def _ddpm_variant(cfg: StepConfig, ss: np.ndarray) -> tuple[bool, bool]:
+    return bool(np.any(ss >= 0)), cfg.variance == "learned_range"
+
+
+# sampler -> (config, s) -> (whether the step adds noise, whether its std comes from the variance channels)
+STEP_VARIANTS = {"ddim": _ddim_variant, "ddpm": _ddpm_variant}
 
 
 def noise_source(noise: NoiseArg, n_steps: int, shape: tuple[int, ...],

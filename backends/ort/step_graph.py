@@ -248,19 +248,55 @@ def quantile_inputs(n: int, quantile: float, floor: float, dtype: str = "float32
             "q_frac": np.array(pos - lo, DTYPES[dtype][1]), "q_floor": np.array(floor, DTYPES[dtype][1])}
 
 
-def _prediction_coefs(a: np.ndarray, prediction: str) -> tuple[np.ndarray, ...]:
-    """(A, B, C, D) with x0 = A x + B pred and eps = C x + D pred (spec 4.1 - 4.3)."""
-    one, zero = np.ones_like(a), np.zeros_like(a)
-    if prediction == "eps":
-        if np.any(a == 0.0):
-            raise ValueError("x0 from eps is undefined where abar_t = 0 (zero terminal SNR): use v or x0 prediction")
-        return 1.0 / np.sqrt(a), -np.sqrt(1.0 - a) / np.sqrt(a), zero, one
-    if prediction == "x0":
-        return zero, one, 1.0 / np.sqrt(1.0 - a), -np.sqrt(a) / np.sqrt(1.0 - a)
-    if prediction == "v":
-        return np.sqrt(a), -np.sqrt(1.0 - a), np.sqrt(1.0 - a), np.sqrt(a)
-    raise ValueError(f"argument 'prediction': unknown prediction {prediction!r}; choose one of "
-                     f"{vdm_ref.PREDICTIONS}")
+def _eps_coefs(a: np.ndarray) -> tuple[np.ndarray, ...]:
+    if np.any(a == 0.0):
+        raise ValueError("x0 from eps is undefined where abar_t = 0 (zero terminal SNR): use v or x0 prediction")
+    return 1.0 / np.sqrt(a), -np.sqrt(1.0 - a) / np.sqrt(a), np.zeros_like(a), np.ones_like(a)
+
+
+def _x0_coefs(a: np.ndarray) -> tuple[np.ndarray, ...]:
+    return np.zeros_like(a), np.ones_like(a), 1.0 / np.sqrt(1.0 - a), -np.sqrt(a) / np.sqrt(1.0 - a)
+
+
+def _v_coefs(a: np.ndarray) -> tuple[np.ndarray, ...]:
+    return np.sqrt(a), -np.sqrt(1.0 - a), np.sqrt(1.0 - a), np.sqrt(a)
+
+
+# prediction -> (A, B, C, D) with x0 = A x + B pred and eps = C x + D pred (spec 4.1 - 4.3)
+PREDICTION_COEFS = {"eps": _eps_coefs, "x0": _x0_coefs, "v": _v_coefs}
+
+
+def _ddim_coefficients(spec: StepSpec, sched: vdm_ref.Schedule, tt: np.ndarray, ss: np.ndarray,
+                       abcd: tuple[np.ndarray, ...], variance: str, eta: float) -> dict[str, np.ndarray]:
+    """Spec 7.4 folded into the graph's coefficients."""
+    A, B, C, D = abcd
+    a_t, a_s = sched.abar_at(tt), sched.abar_at(ss)
+    k = np.sqrt(vdm_ref.ddim_direction_variance(a_t, a_s, eta))  # 1 - abar_s - sigma^2, cancellation-free
+    if spec.process:
+        c = {"a": A, "b": B, "p0": np.sqrt(a_s) - k * np.sqrt(a_t) / np.sqrt(1.0 - a_t), "px": k / np.sqrt(1.0 - a_t)}
+    else:
+        c = {"kx": np.sqrt(a_s) * A + k * C, "kp": np.sqrt(a_s) * B + k * D}
+    c["kn"] = vdm_ref.ddim_sigma(sched, tt, ss, eta)
+    return c
+
+
+def _ddpm_coefficients(spec: StepSpec, sched: vdm_ref.Schedule, tt: np.ndarray, ss: np.ndarray,
+                       abcd: tuple[np.ndarray, ...], variance: str, eta: float) -> dict[str, np.ndarray]:
+    """Spec 7.3 (posterior mean 5.2, variance 5.4) folded into the graph's coefficients."""
+    A, B, _, _ = abcd
+    c0, ct = vdm_ref.posterior_mean_coefs(sched, ss, tt)
+    c = {"a": A, "b": B, "p0": c0, "px": ct} if spec.process else {"kx": c0 * A + ct, "kp": c0 * B}
+    mask = (ss >= 0).astype(np.float64)
+    if spec.learned:
+        max_log = np.log(vdm_ref.effective_beta(sched, ss, tt))
+        min_log = vdm_ref.posterior_log_variance_clipped(sched, ss, tt)
+        c.update(m=mask, h0=0.25 * (max_log + min_log), h1=0.25 * (max_log - min_log))
+    else:
+        c["kn"] = mask * np.exp(0.5 * vdm_ref.model_log_variance(sched, ss, tt, variance))
+    return c
+
+
+STEP_COEFFICIENTS = {"ddim": _ddim_coefficients, "ddpm": _ddpm_coefficients}
 
 
 def step_coefficients(
@@ -275,31 +311,12 @@ def step_coefficients(
 ) -> np.ndarray:
     """The float64 coefficients of ``spec.coef_names`` for integer timesteps t, s (each (B,)),
     shape (K, B)."""
+    if prediction not in PREDICTION_COEFS:
+        raise ValueError(f"argument 'prediction': unknown prediction {prediction!r}; choose one of "
+                         f"{tuple(PREDICTION_COEFS)}")
     tt, ss = np.asarray(t, np.int64), np.asarray(s, np.int64)
-    a_t, a_s = sched.abar_at(tt), sched.abar_at(ss)
-    A, B, C, D = _prediction_coefs(a_t, prediction)
-    c: dict[str, np.ndarray] = {}
-    if spec.sampler == "ddim":
-        sigma = vdm_ref.ddim_sigma(sched, tt, ss, eta)
-        k = np.sqrt(vdm_ref.ddim_direction_variance(a_t, a_s, eta))  # 1 - abar_s - sigma^2, cancellation-free
-        if spec.process:
-            c.update(a=A, b=B, p0=np.sqrt(a_s) - k * np.sqrt(a_t) / np.sqrt(1.0 - a_t), px=k / np.sqrt(1.0 - a_t))
-        else:
-            c.update(kx=np.sqrt(a_s) * A + k * C, kp=np.sqrt(a_s) * B + k * D)
-        c["kn"] = sigma
-    else:
-        c0, ct = vdm_ref.posterior_mean_coefs(sched, ss, tt)
-        if spec.process:
-            c.update(a=A, b=B, p0=c0, px=ct)
-        else:
-            c.update(kx=c0 * A + ct, kp=c0 * B)
-        mask = (ss >= 0).astype(np.float64)
-        if spec.learned:
-            max_log = np.log(vdm_ref.effective_beta(sched, ss, tt))
-            min_log = vdm_ref.posterior_log_variance_clipped(sched, ss, tt)
-            c.update(m=mask, h0=0.25 * (max_log + min_log), h1=0.25 * (max_log - min_log))
-        else:
-            c["kn"] = mask * np.exp(0.5 * vdm_ref.model_log_variance(sched, ss, tt, variance))
+    abcd = PREDICTION_COEFS[prediction](sched.abar_at(tt))
+    c = STEP_COEFFICIENTS[spec.sampler](spec, sched, tt, ss, abcd, variance, eta)
     batch = np.broadcast_shapes(tt.shape, ss.shape)
     return np.stack([np.broadcast_to(np.asarray(c[name], np.float64), batch) for name in spec.coef_names])
 

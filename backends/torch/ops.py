@@ -44,6 +44,7 @@ from .losses import (
 )
 from .samplers import (
     SAMPLERS,
+    Sampler,
     classifier_free_guidance,
     clip_x0,
     ddim_direction_variance,
@@ -82,7 +83,7 @@ from .timesteps import (
 Schedule = TorchSchedule  # vdm_ref's name for the same role
 
 __all__ = [
-    "SCHEDULES", "SPACINGS", "SAMPLERS", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS", "VALIDATION_MODES",
+    "SCHEDULES", "SPACINGS", "SAMPLERS", "Sampler", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS", "VALIDATION_MODES",
     "Schedule", "TorchSchedule", "make_schedule", "rescale_zero_terminal_snr",
     "betas_linear", "betas_scaled_linear", "betas_cosine", "betas_sigmoid", "alphas_cumprod", "betas_from_abar", "snr",
     "set_validation", "validation",

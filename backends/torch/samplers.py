@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,8 +25,6 @@ from .diffusion import (
 )
 from .schedules import TorchSchedule
 from .timesteps import step_pairs
-
-SAMPLERS = ("ddpm", "ddim")
 
 Model = Callable[[Tensor, Tensor], Tensor]
 
@@ -246,7 +245,7 @@ def sample(
     Runs under ``torch.no_grad``.
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"argument 'sampler': unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        raise ValueError(f"argument 'sampler': unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
     pairs = step_pairs(timesteps)  # the loop's only host read of tensor values
     steps = [t for t, _ in pairs]
     if not steps or any(b >= a for a, b in zip(steps, steps[1:], strict=False)):
@@ -257,20 +256,31 @@ def sample(
     shape = tuple(int(d) for d in shape)
     dtype = dtype or sched.dtype
     z = sampling_noise(noise, len(steps), shape, dtype=dtype, device=sched.device)
+    row = SAMPLERS[sampler]
+    extra = {k: v for k, v in (("variance", variance), ("eta", eta)) if k in row.options}
     x = z[0]
     for i, (t, s) in enumerate(pairs):
         out = model(x, torch.full((shape[0],), t, dtype=torch.int64, device=sched.device))
         out = _checks.data("out", out).to(dtype)
-        if sampler == "ddpm":
-            x = ddpm_step(sched, x, t, s, out, z[i + 1], prediction=prediction,
-                          variance=variance, clip=clip, threshold=threshold)
-        else:
-            x = ddim_step(sched, x, t, s, out, z[i + 1], prediction=prediction,
-                          eta=eta, clip=clip, threshold=threshold)
+        x = row.step(sched, x, t, s, out, z[i + 1], prediction=prediction, clip=clip, threshold=threshold, **extra)
         if progress is not None:
             progress(i + 1, len(pairs))
     return x
 
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A row of the sampler table (spec 7.6), as in vdm_ref: the step and the loop options it takes."""
+
+    step: Callable[..., Tensor]
+    options: tuple[str, ...]
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(ddpm_step, ("variance",)),  # spec 7.3
+    "ddim": Sampler(ddim_step, ("eta",)),  # spec 7.4
+}
 
 __all__ = [
     "SAMPLERS", "clip_x0", "dynamic_threshold", "process_x0", "ddpm_step", "ddim_sigma", "ddim_direction_variance",
