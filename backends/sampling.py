@@ -9,7 +9,8 @@ The contract (spec 7.6):
 
 - noise: sample ``k`` of a run draws its whole noise array, shape (N + 1, C, T, H, W), from
   ``np.random.default_rng([seed, k])`` in float64, cast to float32. Sample ``k`` therefore
-  does not depend on the batch size or on how many samples are asked for;
+  does not depend on how many samples are asked for, nor on the batch size beyond the last-bit
+  rounding of batched kernels (clips agree bit for bit at equal batch sizes);
 - timesteps: ``vdm_ref.inference_timesteps(T, steps, spacing)``;
 - labels of a class-conditional model: ``klass`` for every sample, else 0, 1, 2, ... cycling;
 - the network runs in float32; the sampler update in float64 (torch) or in the float32 ONNX

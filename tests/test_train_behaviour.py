@@ -1,0 +1,329 @@
+"""The training options change what they should: label dropout, min-SNR, the hybrid loss's stop-gradient,
+EMA, LR warm-up and weight-decay groups, observed in the real loop and checked against closed forms."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from helpers import MICRO_TRAIN_MODEL
+from vdm.backends.torch import ops
+from vdm.backends.torch.training import TrainConfig, train
+from vdm.backends.torch.training import loop as loop_mod
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()  # the configs below use threads=1, which the loop sets process-wide
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(model=MICRO_TRAIN_MODEL, frames=4, size=8, batch_size=4, steps=2, lr=1e-3, warmup_steps=0,
+                log_every=1, checkpoint_every=0, preview_every=0, out_dir=str(tmp_path / name), device="cpu",
+                num_clips=64, ema_decay=0.9, threads=1, schedule="linear")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _Spy:
+    """What the loop's network receives and sees: labels, parameter snapshots and output gradients per forward."""
+
+    def __init__(self) -> None:
+        self.model = None
+        self.num_classes = None
+        self.labels: list[torch.Tensor | None] = []
+        self.params: list[dict[str, torch.Tensor]] = []  # parameters at the start of each forward
+        self.out_grads: list[torch.Tensor] = []  # d loss / d network output, from the loop's own backward
+
+
+@pytest.fixture
+def spy(monkeypatch) -> _Spy:
+    s = _Spy()
+    real_build = loop_mod.build_model
+
+    def pre(mod, args, kwargs):
+        if mod is s.model:  # the EMA deep copy carries this hook too
+            s.labels.append(kwargs.get("y", args[2] if len(args) > 2 else None))
+            s.params.append({n: p.detach().clone() for n, p in mod.named_parameters()})
+
+    def post(mod, args, kwargs, out):
+        if mod is s.model and out.requires_grad:
+            out.register_hook(lambda g: s.out_grads.append(g.detach().clone()))
+
+    def build(mcfg):
+        model = real_build(mcfg)
+        s.model, s.num_classes = model, mcfg.num_classes
+        model.register_forward_pre_hook(pre, with_kwargs=True)
+        model.register_forward_hook(post, with_kwargs=True)
+        return model
+
+    monkeypatch.setattr(loop_mod, "build_model", build)
+    return s
+
+
+def _record(monkeypatch, name: str) -> list[dict]:
+    """Wrap ``ops.<name>`` (looked up by the loop at call time); record its arguments and result per call."""
+    calls: list[dict] = []
+    real = getattr(ops, name)
+    names = ("sched", "x0", "t", "noise", "out", "prediction")
+
+    def wrapper(*args, **kwargs):
+        res = real(*args, **kwargs)
+        got = {**dict(zip(names, args, strict=False)), **kwargs, "result": res}
+        calls.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in got.items()})
+        return res
+
+    monkeypatch.setattr(ops, name, wrapper)
+    return calls
+
+
+class _RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records the LR of every param group when ``step`` runs (the LR actually applied)."""
+
+    last: _RecordingAdamW | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_lrs: list[list[float]] = []
+        self.register_step_pre_hook(lambda opt, a, k: opt.step_lrs.append([g["lr"] for g in opt.param_groups]))
+        _RecordingAdamW.last = self
+
+
+@pytest.fixture
+def adamw(monkeypatch) -> type[_RecordingAdamW]:
+    _RecordingAdamW.last = None
+    monkeypatch.setattr(torch.optim, "AdamW", _RecordingAdamW)
+    return _RecordingAdamW
+
+
+def _linear_abar(T: int, zero_terminal_snr: bool, b0: float = 1e-4, b1: float = 0.02) -> np.ndarray:
+    """abar of the linear schedule written out here (Ho et al.), optionally rescaled to zero terminal SNR."""
+    betas = np.array([b0 + (b1 - b0) * i / (T - 1) for i in range(T)])
+    abar = np.cumprod(1.0 - betas)
+    if zero_terminal_snr:  # Lin et al. 2024: shift/scale sqrt(abar) so abar_0 is kept and abar_{T-1} = 0
+        r = np.sqrt(abar)
+        abar = abar[0] * ((r - r[-1]) / (r[0] - r[-1])) ** 2
+    return abar
+
+
+def _binomial_plausible(k: int, n: int, p: float, z: float = 5.0) -> bool:
+    """k successes in n draws is within z standard deviations of Binomial(n, p) (exact 0/n when p is 0/1)."""
+    sd = math.sqrt(n * p * (1 - p))
+    return abs(k - n * p) <= z * sd
+
+
+# --------------------------------------------------------------------------- 1. label dropout
+
+
+def test_label_dropout_replaces_labels_by_the_null_class_at_the_configured_rate(tmp_path, spy):
+    """The network receives the null class (= num_classes) for a Binomial(n, label_dropout) share of the labels,
+    the true label otherwise; 0.1 is told apart from 0.0 and 0.5 by a 5-sigma bound on n = 400 draws."""
+    n_batch, n_steps = 80, 5
+    n = n_batch * n_steps
+    seen = {}
+    for rate in (0.0, 0.1, 0.5):
+        spy.labels.clear()
+        train(_cfg(tmp_path, f"p{rate}", conditional=True, label_dropout=rate, batch_size=n_batch, steps=n_steps,
+                   num_clips=512))
+        assert len(spy.labels) == n_steps and all(y is not None and y.shape == (n_batch,) for y in spy.labels)
+        seen[rate] = torch.cat(spy.labels)
+    null = spy.num_classes
+    assert null == 3
+    true = seen[0.0]  # same seed: same clips and labels in every run, only the dropout rate differs
+    assert not (true == null).any() and true.min() >= 0 and len(true.unique()) == null
+    for rate, got in seen.items():
+        dropped = got == null
+        assert torch.equal(got[~dropped], true[~dropped])  # kept labels are the data's labels
+        k = int(dropped.sum())
+        assert _binomial_plausible(k, n, rate), (rate, k)
+        others = [p for p in (0.0, 0.1, 0.5) if p != rate]
+        assert not any(_binomial_plausible(k, n, p) for p in others), (rate, k)  # the test separates the rates
+
+
+# --------------------------------------------------------------------------- 2. min-SNR
+
+
+@pytest.mark.parametrize(("prediction", "zero_snr"), [("eps", False), ("v", False), ("v", True)])
+def test_min_snr_weights_reach_the_loss(tmp_path, monkeypatch, prediction, zero_snr):
+    """With min_snr_gamma the per-sample loss is w_t * mean((pred - target)^2), with w_t = min(SNR, gamma)/SNR
+    (eps) or min(SNR, gamma)/(SNR + 1) (v) from an independently written abar table; without it w_t = 1, so the
+    first step's loss (same weights, same batch) changes by exactly these weights."""
+    gamma = 0.5
+    calls = _record(monkeypatch, "simple_loss")
+    kw = dict(prediction=prediction, zero_terminal_snr=zero_snr, batch_size=16, steps=1)
+    off = train(_cfg(tmp_path, "off", **kw))
+    on = train(_cfg(tmp_path, "on", min_snr_gamma=gamma, **kw))
+    assert len(calls) == 2 and calls[0].get("min_snr_gamma") is None and calls[1]["min_snr_gamma"] == gamma
+
+    c = calls[1]
+    abar_all = _linear_abar(1000, zero_snr)
+    np.testing.assert_allclose(c["sched"].abar64.numpy(), abar_all, rtol=1e-12, atol=1e-15)
+    assert (abar_all[-1] == 0.0) == zero_snr
+    t = c["t"].numpy()
+    abar = abar_all[t]
+    snr = abar / (1.0 - abar)
+    w = np.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1.0)
+    assert (np.abs(w - 1.0) > 0.05).any()  # the batch has timesteps where the weighting matters
+
+    x0, noise, pred = (c[k].double() for k in ("x0", "noise", "out"))
+    a = torch.from_numpy(abar).view(-1, 1, 1, 1, 1)
+    target = noise if prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    mse = ((pred - target) ** 2).flatten(1).mean(1).numpy()
+    for call in calls:  # both runs saw the same batch and weights at step 0
+        assert torch.equal(call["t"], c["t"]) and torch.equal(call["noise"], c["noise"])
+        assert torch.equal(call["out"], c["out"])
+    np.testing.assert_allclose(calls[0]["result"].numpy(), mse, rtol=1e-5)
+    np.testing.assert_allclose(calls[1]["result"].numpy(), w * mse, rtol=1e-5)
+    np.testing.assert_allclose(off.losses[0], mse.mean(), rtol=1e-5)
+    np.testing.assert_allclose(on.losses[0], (w * mse).mean(), rtol=1e-5)
+    assert abs(on.losses[0] - off.losses[0]) > 1e-3 * off.losses[0]
+
+
+# --------------------------------------------------------------------------- 3. hybrid loss stop-gradient
+
+
+def test_hybrid_vlb_term_trains_only_the_variance_channels(tmp_path, monkeypatch, spy):
+    """In the loop's own backward, d loss / d (mean channels) is exactly the simple loss's 2 (pred - eps) / (B n),
+    so the VLB term adds nothing there, while the variance channels get a non-zero gradient scaled by
+    hybrid_lambda. Without the stop-gradient the VLB term would move the mean channels (checked too)."""
+    calls = _record(monkeypatch, "hybrid_loss")
+    cfg = _cfg(tmp_path, "lam1", learn_sigma=True, prediction="eps", steps=2)
+    res = train(cfg)
+    assert len(calls) == 2 and len(spy.out_grads) == 2
+    assert all(c["lam"] == cfg.hybrid_lambda for c in calls)
+    c, g = calls[1], spy.out_grads[1]  # step 1: outputs are no longer the zero-initialised ones
+    b, ch = c["x0"].shape[:2]
+    assert c["out"].shape[1] == 2 * ch and g.shape == c["out"].shape
+    np.testing.assert_allclose(res.losses[1], float(c["result"].mean()), rtol=1e-6)
+
+    pred = c["out"][:, :ch]
+    n = pred[0].numel()
+    simple_grad = 2.0 * (pred - c["noise"]) / (b * n)  # d/d pred of mean_b mean((pred - eps)^2)
+    torch.testing.assert_close(g[:, :ch], simple_grad, rtol=1e-4, atol=1e-9)
+    var_grad = g[:, ch:]
+    assert var_grad.abs().max() > 1e-6 and (var_grad.flatten(1).abs().sum(1) > 0).all()
+
+    # The check above can fail: the VLB term's own gradient w.r.t. the mean channels is far from zero.
+    out = c["out"].clone().requires_grad_(True)
+    x_t = ops.q_sample(c["sched"], c["x0"], c["t"], c["noise"])
+    vlb = ops.vlb_term(c["sched"], c["x0"], x_t, c["t"], out, "eps").mean() * cfg.hybrid_lambda * c["sched"].T
+    (vlb_grad,) = torch.autograd.grad(vlb, out)
+    assert vlb_grad[:, :ch].abs().max() > 100 * (1e-4 * simple_grad.abs().max() + 1e-9)
+    torch.testing.assert_close(vlb_grad[:, ch:], var_grad, rtol=1e-4, atol=1e-9)  # all of it from the VLB
+
+    # hybrid_lambda scales the variance-channel gradient and leaves the mean channels alone (step 0, same batch).
+    g_step0 = spy.out_grads[0]
+    spy.out_grads.clear()
+    train(_cfg(tmp_path, "lam3", learn_sigma=True, prediction="eps", steps=1, hybrid_lambda=3 * cfg.hybrid_lambda))
+    assert calls[-1]["lam"] == 3 * cfg.hybrid_lambda and torch.equal(calls[-1]["out"], calls[0]["out"])
+    torch.testing.assert_close(spy.out_grads[0][:, :ch], g_step0[:, :ch], rtol=0, atol=0)
+    torch.testing.assert_close(spy.out_grads[0][:, ch:], 3 * g_step0[:, ch:], rtol=1e-4,
+                               atol=1e-4 * float(g_step0[:, ch:].abs().max()))
+    assert g_step0[:, ch:].abs().max() > 1e-6
+
+
+# --------------------------------------------------------------------------- 4. EMA
+
+
+def _ema_expected(traj, decay_at):
+    e = dict(traj[0])
+    for s in range(len(traj) - 1):
+        d = decay_at(s)
+        e = {k: d * e[k] + (1 - d) * traj[s + 1][k] for k in e}
+    return e
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_ema_follows_the_warmed_up_decay(tmp_path, spy):
+    """After optimizer step s (0-based) ema = d * ema + (1 - d) * param with d = min(ema_decay, (1+s)/(10+s)),
+    starting from the initial weights; with ema_warmup off d = ema_decay. Replayed on the loop's own parameter
+    trajectory; the neighbouring conventions (s+1, no warm-up) are shown to give different results."""
+    steps = 3
+
+    def run(name, **kw):
+        spy.params.clear()
+        res = train(_cfg(tmp_path, name, steps=steps, lr=1e-2, **kw))
+        traj = [*spy.params, {n: p.detach().clone() for n, p in res.model.named_parameters()}]
+        return traj, {n: p.detach().clone() for n, p in res.ema.named_parameters()}
+
+    decay = 0.2  # the cap is reached at s = 2 ((1+2)/(10+2) = 0.25 > 0.2)
+    traj, ema = run("warm", ema_decay=decay, ema_warmup=True)
+    assert len(traj) == steps + 1 and _max_diff(traj[0], traj[-1]) > 1e-3
+    warm = _ema_expected(traj, lambda s: min(decay, (1 + s) / (10 + s)))
+    assert _max_diff(ema, warm) < 1e-6
+    assert _max_diff(ema, _ema_expected(traj, lambda s: min(decay, (2 + s) / (11 + s)))) > 1e-5
+    assert _max_diff(ema, _ema_expected(traj, lambda s: decay)) > 1e-5
+    assert _max_diff(ema, traj[-1]) > 1e-5
+
+    traj_off, ema_off = run("flat", ema_decay=0.5, ema_warmup=False)
+    assert _max_diff(traj_off[-1], traj[-1]) == 0.0  # the EMA does not feed back into training
+    assert _max_diff(ema_off, _ema_expected(traj, lambda s: 0.5)) < 1e-6
+    assert _max_diff(ema_off, _ema_expected(traj, lambda s: min(0.5, (1 + s) / (10 + s)))) > 1e-5
+
+
+# --------------------------------------------------------------------------- 5. LR warm-up
+
+
+def test_lr_warmup_is_the_lr_adamw_applies(tmp_path, spy, adamw):
+    """Step s uses lr * min(1, (s+1)/warmup) in every param group (then stays at lr: no decay), metrics.csv logs
+    it, and Adam's first update moves each weight by at most (and mostly exactly) that LR; warmup 0 = flat lr."""
+    lr, warmup, steps = 1e-3, 4, 6
+    res = train(_cfg(tmp_path, "warm", lr=lr, warmup_steps=warmup, steps=steps))
+    expected = [lr * min(1.0, (s + 1) / warmup) for s in range(steps)]
+    got = adamw.last.step_lrs
+    assert len(got) == steps and all(len(set(lrs)) == 1 for lrs in got)
+    np.testing.assert_allclose([lrs[0] for lrs in got], expected, rtol=1e-12)
+    with (res.out_dir / "metrics.csv").open() as f:
+        np.testing.assert_allclose([float(r["lr"]) for r in csv.DictReader(f)], expected, rtol=1e-5)
+
+    # Adam's first step is lr * g / (|g| + eps): |delta| = lr where the gradient is non-zero, else 0.
+    delta = torch.cat([(spy.params[1][k] - spy.params[0][k]).abs().flatten() for k in spy.params[0]])
+    moved = delta[delta > 0]
+    assert moved.numel() > 0 and float(delta.max()) <= expected[0] * 1.01
+    assert abs(float(moved.median()) - expected[0]) < 0.02 * expected[0]
+
+    train(_cfg(tmp_path, "flat", lr=lr, warmup_steps=0, steps=2))
+    assert [lrs[0] for lrs in adamw.last.step_lrs] == [lr, lr] != expected[:2]
+
+
+# --------------------------------------------------------------------------- 6. weight-decay groups
+
+
+def test_weight_decay_applies_to_matrices_only(tmp_path, spy, adamw):
+    """Every parameter is in exactly one AdamW group; ndim >= 2 ones decay with the configured value, 1-D ones
+    (biases, norm scales) with 0. Against a weight_decay=0 run on the same batch, step 0 moves each matrix by
+    exactly -lr * wd * p0 more and leaves every 1-D parameter bit-identical."""
+    wd, lr = 0.5, 1e-3
+    res = train(_cfg(tmp_path, "wd", weight_decay=wd, lr=lr, steps=1, conditional=True))
+    groups = adamw.last.param_groups
+    named = dict(res.model.named_parameters())
+    count = Counter(id(p) for g in groups for p in g["params"])
+    assert set(count) == {id(p) for p in named.values()} and set(count.values()) == {1}
+    group_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    for name, p in named.items():
+        assert group_of[id(p)] == (wd if p.ndim >= 2 else 0.0), name
+    one_d = [n for n, p in named.items() if p.ndim < 2]
+    assert any(n.endswith("bias") for n in one_d) and any("norm" in n and n.endswith("weight") for n in one_d)
+    assert any(p.ndim >= 2 for p in named.values())
+
+    p0 = spy.params[0]
+    spy.params.clear()
+    plain = train(_cfg(tmp_path, "nowd", weight_decay=0.0, lr=lr, steps=1, conditional=True))
+    assert _max_diff(spy.params[0], p0) == 0.0  # same initial weights
+    plain_p = dict(plain.model.named_parameters())
+    for name, p in named.items():
+        diff = (p - plain_p[name]).detach()
+        if p.ndim >= 2:
+            torch.testing.assert_close(diff, -lr * wd * p0[name], rtol=1e-3, atol=1e-8)
+        else:
+            assert torch.equal(diff, torch.zeros_like(diff)), name
+    assert max(float((lr * wd * p0[n]).abs().max()) for n in named if named[n].ndim >= 2) > 1e-5
