@@ -53,7 +53,7 @@ def test_config_file_json_and_toml_and_flag_precedence(tmp_path):
 
 def test_config_errors(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"lrr": 1}))
-    with pytest.raises(ValueError, match="unknown option.*lrr"):
+    with pytest.raises(ValueError, match="unknown key.*lrr"):
         load_config_file(tmp_path / "bad.json")
     (tmp_path / "broken.toml").write_text("lr = = 1")
     with pytest.raises(ValueError, match="cannot parse"):

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ... import configs
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -104,11 +106,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig keys: {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        return configs.from_dict(cls, d, "UNetConfig")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

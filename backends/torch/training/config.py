@@ -16,6 +16,7 @@ from typing import Any
 
 import vdm_ref
 
+from ... import configs
 from ..data import DATASETS
 from ..models import ARCHITECTURES, preset
 
@@ -131,11 +132,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**d)
+        return configs.from_dict(cls, d, "training options")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -192,10 +189,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"cannot parse config file {path}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table/object of options")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"config file {path}: unknown option(s) {unknown}; valid options: {sorted(known)}")
+    configs.check_keys(TrainConfig, data, f"config file {path}")
     return data
 
 
