@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vdm.backends.files import one_line
 from vdm.backends.ort import metadata as md
 
 from . import step_graph as sg
@@ -15,11 +16,6 @@ from .providers import ProviderChoice, ProviderUnavailable, choose_providers, cr
 
 class ModelFileError(ValueError):
     """A model file that is missing, unreadable or not an exported vdm denoiser."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 240 else text[:237] + "..."
 
 
 def read_model_info(path: str | os.PathLike[str]) -> md.OnnxModelInfo:
@@ -33,7 +29,7 @@ def read_model_info(path: str | os.PathLike[str]) -> md.OnnxModelInfo:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelFileError(f"{path} is not a readable ONNX file (truncated or corrupt?): {_one_line(exc)}") from None
+        raise ModelFileError(f"{path} is not a readable ONNX file (truncated or corrupt?): {one_line(exc)}") from None
     if not proto.graph.node:
         raise ModelFileError(f"{path} is not a readable ONNX file (empty graph; truncated or not ONNX?)")
     try:
@@ -77,7 +73,7 @@ class OrtDenoiser:
         except ProviderUnavailable:
             raise
         except Exception as exc:  # onnxruntime's own load errors (invalid graph, unsupported ops)
-            raise ModelFileError(f"onnxruntime cannot load {self.path}: {_one_line(exc)}") from None
+            raise ModelFileError(f"onnxruntime cannot load {self.path}: {one_line(exc)}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property
