@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail
+from .errors import fail, require_extras
+
+# The built-in backends that need an extra (numpy needs none; a module:attr backend brings its own).
+_BACKEND_EXTRAS = {"torch": "torch", "torch:cpu": "torch", "torch:cuda": "torch", "ort": "ort"}
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +46,8 @@ def register(app: typer.Typer) -> None:
         from vdm.backends.conformance.runner import resolve_backend, run, select_ops
         from vdm.backends.conformance.xfail import XfailError, load_xfail
 
+        if backend in _BACKEND_EXTRAS:
+            require_extras(f"vdm conformance {backend}", _BACKEND_EXTRAS[backend])
         try:
             ops = select_ops(only)
             entries = load_xfail(xfail) if xfail is not None else []

@@ -17,3 +17,14 @@ def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
     typer.echo(f"{prefix}error: " + " ".join(str(message).split()), err=True)
     raise typer.Exit(code)
+
+
+def require_extras(command: str, *extras: str) -> None:
+    """Fail in one line, ``error: vdm train needs PyTorch: pip install 'vdm[torch]'``, unless the optional
+    modules of ``extras`` (vdm.backends.extras.EXTRAS) are installed. Call it before a command's heavy imports."""
+    from vdm.backends.extras import MissingExtra, require
+
+    try:
+        require(command, *extras)
+    except MissingExtra as exc:
+        fail(str(exc))

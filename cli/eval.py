@@ -10,7 +10,7 @@ from vdm.backends.sampling import SamplingError, SamplingOptions
 
 import vdm_ref
 
-from .errors import fail
+from .errors import fail, require_extras
 
 # Which direction is better, for the table's header.
 _METRIC_HINTS = {
@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 done, 2 bad input (missing/corrupt checkpoint, samples or feature file).
         """
+        require_extras("vdm eval", "torch")
+        if features is not None and features.suffix.lower() == ".onnx":
+            require_extras("vdm eval --features FILE.onnx", "ort")
         from rich.console import Console
         from rich.table import Table
         from vdm.backends.torch.devices import resolve_device

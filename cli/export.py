@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail
+from .errors import fail, require_extras
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         every case is within tolerance (fp32: |err| <= 1e-4 + 1e-4 max|out|; fp16: 2e-2 + 2e-2 max|out|).
         Exit status: 0 written, 1 validation failed, 2 bad input.
         """
+        require_extras("vdm export", "torch", "ort")
         from vdm.backends.torch.training.checkpoint import CheckpointError
         from vdm.export.onnx_export import ExportError, ExportOptions, export_checkpoint
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import fail
+from .errors import fail, require_extras
 
 # Which direction is better, for the eval table.
 _HINTS = {"count_consistency": "higher is better", "velocity_residual": "lower is better",
@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the tiny preset on moving shapes, export to ONNX, sample with ONNX Runtime (DDIM) and
         evaluate; a few minutes on 2 CPU cores. Prints where each file is."""
+        require_extras("vdm quickstart", "torch", "ort")
         from rich.console import Console
         from rich.table import Table
 

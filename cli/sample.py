@@ -15,7 +15,7 @@ from vdm.backends.sampling import BACKENDS, SamplingError, SamplingOptions
 
 import vdm_ref
 
-from .errors import fail
+from .errors import fail, require_extras
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 done, 2 bad input (missing/corrupt/foreign model, impossible class, frame count or
         size, guidance on an unconditional model, unavailable device without --allow-fallback).
         """
+        if backend in BACKENDS:  # each backend's name is the name of its extra; an unknown one fails in _run
+            require_extras(f"vdm sample --backend {backend}", backend)
         try:
             _run(model=model, out=out, backend=backend, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
                  guidance=guidance, klass=klass, num=num, seed=seed, device=device, allow_fallback=allow_fallback,

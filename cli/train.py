@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import fail
+from .errors import fail, require_extras
 
 _EPILOG = (
     "Outputs in OUT: config.json, metrics.csv, loss.png, last.safetensors, checkpoints/step_*.safetensors, "
@@ -152,6 +152,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 done, 1 training diverged (NaN/Inf; the last good checkpoint is kept), 2 bad input.
         """
+        require_extras("vdm train", "torch")
         from rich.console import Console
         from vdm.backends.torch.training import TrainingDiverged, resolve_run_config
         from vdm.backends.torch.training import train as run_train
