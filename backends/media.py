@@ -270,9 +270,22 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 8
     return path
 
 
+def frame_to_rgb(frame: Any, size: int | None = None) -> np.ndarray:
+    """One decoded PyAV frame as RGB uint8 (H, W, 3); with ``size``, the shorter side is resized
+    to ``size`` (area filter) and the centre cropped to (size, size)."""
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    fh, fw = frame.height, frame.width
+    scale = size / min(fh, fw)
+    nh, nw = max(size, round(fh * scale)), max(size, round(fw * scale))
+    img = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="AREA").to_ndarray()
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return img[top : top + size, left : left + size]
+
+
 def decode_video(path: Path, size: int | None = None) -> np.ndarray:
-    """Decode all frames as RGB uint8 (T, H, W, 3); with ``size``, resize the shorter side
-    to ``size`` (area filter) and centre-crop to (size, size)."""
+    """Decode all frames as RGB uint8 (T, H, W, 3); with ``size``, resized and cropped by
+    :func:`frame_to_rgb`."""
     import av
 
     frames = []
@@ -280,16 +293,7 @@ def decode_video(path: Path, size: int | None = None) -> np.ndarray:
         stream = container.streams.video[0]  # IndexError when there is no video stream
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            if size is None:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                continue
-            fh, fw = frame.height, frame.width
-            scale = size / min(fh, fw)
-            nh, nw = max(size, round(fh * scale)), max(size, round(fw * scale))
-            img = frame.reformat(width=nw, height=nh, format="rgb24",
-                                 interpolation="AREA").to_ndarray()
-            top, left = (nh - size) // 2, (nw - size) // 2
-            frames.append(img[top : top + size, left : left + size])
+            frames.append(frame_to_rgb(frame, size))
     if not frames:
         raise ValueError("no decodable video frames")
     return np.stack(frames)
