@@ -156,9 +156,10 @@ def cases_inference_timesteps(o: Op) -> None:
         (1000, 50, "leading", 0), (1000, 50, "leading", 1), (1000, 13, "leading", 10), (10, 3, "leading", 3),
         (10, 1, "leading", 0), (10, 1, "leading", 9), (10, 10, "leading", 0),
         (1000, 13, "trailing", 0), (1000, 50, "trailing", 0), (10, 10, "trailing", 0), (10, 1, "trailing", 0),
-        (7, 3, "trailing", 0),
+        (7, 3, "trailing", 0), (1000, 48, "trailing", 0), (1000, 61, "trailing", 0),  # 6.5: a float tie, a float count
         (1000, 13, "linspace", 0), (1000, 50, "linspace", 0), (1000, 1, "linspace", 0), (10, 10, "linspace", 0),
         (7, 4, "linspace", 0), (2, 2, "linspace", 0),
+        (1000, 7, "linspace", 0), (10, 3, "linspace", 0),  # 6.5: exact ties go to even
     ]:
         o.add(None, {"T": T, "N": N, "spacing": spacing, "offset": offset})
 

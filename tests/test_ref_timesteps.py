@@ -22,8 +22,12 @@ def t_and_n(draw: st.DrawFn) -> tuple[int, int]:
     return T, N
 
 
-def _round_half_up(q: Fraction) -> int:
-    return floor(q + Fraction(1, 2))
+def _round_half_even(q: Fraction) -> int:
+    """Nearest integer, ties to even, written from the definition (not Python's round)."""
+    lo = floor(q)
+    if q - lo != Fraction(1, 2):
+        return floor(q + Fraction(1, 2))
+    return lo if lo % 2 == 0 else lo + 1
 
 
 @settings(max_examples=300, deadline=None)
@@ -48,7 +52,7 @@ def test_trailing_closed_form(tn: tuple[int, int]) -> None:
     T, N = tn
     ts = inference_timesteps(T, N, "trailing")
     assert ts[0] == T - 1
-    assert ts.tolist() == [T - 1 - floor(Fraction(i * T, N)) for i in range(N)]
+    assert ts.tolist() == [_round_half_even(T - Fraction(i * T, N)) - 1 for i in range(N)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,7 +65,7 @@ def test_linspace_closed_form(tn: tuple[int, int]) -> None:
         assert ts.tolist() == [T - 1]
         return
     assert ts[-1] == 0
-    assert ts.tolist() == [_round_half_up(Fraction((T - 1) * (N - 1 - i), N - 1)) for i in range(N)]
+    assert ts.tolist() == [_round_half_even(Fraction((T - 1) * (N - 1 - i), N - 1)) for i in range(N)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -77,9 +81,29 @@ def test_leading_gaps_and_offset(tn: tuple[int, int], data: st.DataObject) -> No
         inference_timesteps(T, N, "leading", T - top)
 
 
-def test_rounding_is_half_up() -> None:
-    # T - 1 = 9, N - 1 = 2: 9 * 1 / 2 = 4.5 must round to 5 (banker's rounding would give 4).
-    assert inference_timesteps(10, 3, "linspace").tolist() == [9, 5, 0]
+def test_ties_round_to_even() -> None:
+    """Spec 6.5: exact ties go to the even integer, whatever float64 would make of them."""
+    # T - 1 = 9, N - 1 = 2: 9 * 1 / 2 = 4.5 rounds to 4; 999 / 6 = 166.5 -> 166, 3 * 999 / 6 = 499.5 -> 500.
+    assert inference_timesteps(10, 3, "linspace").tolist() == [9, 4, 0]
+    assert inference_timesteps(1000, 7, "linspace").tolist() == [999, 832, 666, 500, 333, 166, 0]
+    # 1000 * 45 / 48 = 937.5 -> 938 - 1; float64 arange(1000, 0, -1000/48) holds it as 937.4999...
+    assert inference_timesteps(1000, 48, "trailing")[3] == 937
+    # 5 * 999 / 10 = 499.5 -> 500 here, but 27 * 999 / 54 = 499.5 -> 500 too: the rule never looks at N.
+    assert inference_timesteps(1000, 11, "linspace")[5] == inference_timesteps(1000, 55, "linspace")[27] == 500
+
+
+def test_published_table_2_examples() -> None:
+    """Lin et al. 2023, Table 2, T = 1000, 10 steps (printed 1-based; here minus one)."""
+    assert inference_timesteps(1000, 10, "trailing").tolist() == list(range(999, 0, -100))
+    assert inference_timesteps(1000, 10, "linspace").tolist() == list(range(999, -1, -111))
+    assert inference_timesteps(1000, 10, "leading").tolist() == list(range(900, -1, -100))
+
+
+def test_exactly_n_entries_where_a_float_step_gives_n_plus_one() -> None:
+    """Spec 6.5: at T = 1000, N = 61 a float64 arange(T, 0, -T/N) has 62 entries, the last -1."""
+    assert len(np.arange(1000, 0, -1000 / 61)) == 62  # the float behaviour the spec rules out
+    ts = inference_timesteps(1000, 61, "trailing")
+    assert len(ts) == 61 and ts[-1] == 15  # round(1000 / 61 = 16.39) - 1
 
 
 def test_t_minus_stride_is_wrong_for_linspace_and_trailing() -> None:
@@ -94,8 +118,8 @@ def test_t_minus_stride_is_wrong_for_linspace_and_trailing() -> None:
     assert lin.tolist() == [9, 6, 3, 0]
     assert rule(lin)[0] == 6 and naive(lin, 10, 4)[0] == 7
     trail = inference_timesteps(1000, 13, "trailing")
-    assert trail[:3].tolist() == [999, 923, 846]
-    assert rule(trail)[1] == 846 and naive(trail, 1000, 13)[1] == 847
+    assert trail[:3].tolist() == [999, 922, 845]
+    assert rule(trail)[1] == 845 and naive(trail, 1000, 13)[1] == 846
     assert rule(trail)[-1] == -1 and naive(trail, 1000, 13)[-1] == 0
     lin13 = inference_timesteps(1000, 13, "linspace")
     assert rule(lin13)[0] == 916 and naive(lin13, 1000, 13)[0] == 923
@@ -131,3 +155,13 @@ def test_single_step_goes_straight_to_minus_one() -> None:
 def test_bad_arguments(args: tuple, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         inference_timesteps(*args)
+
+
+def test_torch_mirror_equals_reference_for_every_n() -> None:
+    """backends/torch/timesteps.py gives the same integers for every N <= T = 1000 and every spacing."""
+    from vdm.backends.torch import timesteps as torch_timesteps
+
+    for spacing in vdm_ref.SPACINGS:
+        for N in range(1, 1001):
+            want = inference_timesteps(1000, N, spacing)
+            assert torch_timesteps.inference_timesteps(1000, N, spacing).tolist() == want.tolist(), (spacing, N)

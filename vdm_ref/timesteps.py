@@ -15,19 +15,26 @@ def timesteps_leading(T: int, N: int, offset: int = 0) -> np.ndarray:
     return (np.arange(N - 1, -1, -1, dtype=np.int64) * (T // N)) + offset
 
 
+def round_half_even(a: np.ndarray, b: int) -> np.ndarray:
+    """Spec 6.2 / 6.3: a / b rounded to the nearest integer, ties to the even one, for integers
+    a >= 0, b >= 1. Exact: the published spacings round with NumPy's ``round`` (half to even),
+    and evaluating the quotient in floating point first would move some ties (spec 6.5)."""
+    q, r = np.divmod(np.asarray(a, dtype=np.int64), b)
+    return q + ((2 * r > b) | ((2 * r == b) & (q % 2 == 1)))
+
+
 def timesteps_trailing(T: int, N: int) -> np.ndarray:
-    """Spec 6.2: t_i = T - 1 - floor(i * T / N), i = 0..N-1 (always starts at T - 1)."""
+    """Spec 6.2: t_i = round_half_even((N - i) * T / N) - 1, i = 0..N-1 (always starts at T - 1)."""
     i = np.arange(N, dtype=np.int64)
-    return T - 1 - (i * T) // N
+    return round_half_even((N - i) * T, N) - 1
 
 
 def timesteps_linspace(T: int, N: int) -> np.ndarray:
-    """Spec 6.3: t_i = round_half_up((T - 1) * (N - 1 - i) / (N - 1)); N = 1 gives [T - 1]."""
+    """Spec 6.3: t_i = round_half_even((T - 1) * (N - 1 - i) / (N - 1)); N = 1 gives [T - 1] (6.5)."""
     if N == 1:
         return np.array([T - 1], dtype=np.int64)
     k = np.arange(N - 1, -1, -1, dtype=np.int64)
-    # round_half_up(a / b) = floor((2a + b) / (2b)) for non-negative integers.
-    return (2 * (T - 1) * k + (N - 1)) // (2 * (N - 1))
+    return round_half_even((T - 1) * k, N - 1)
 
 
 def inference_timesteps(T: int, N: int, spacing: str = "trailing", offset: int = 0) -> np.ndarray:

@@ -14,7 +14,6 @@ from torch import Tensor
 SPACINGS = ("leading", "trailing", "linspace")
 
 
-
 def _arange_desc(N: int) -> Tensor:
     return torch.arange(N - 1, -1, -1, dtype=torch.int64)
 
@@ -24,18 +23,25 @@ def timesteps_leading(T: int, N: int, offset: int = 0) -> Tensor:
     return _arange_desc(N) * (T // N) + offset
 
 
+def round_half_even(a: Tensor, b: int) -> Tensor:
+    """Spec 6.2 / 6.3: a / b rounded to the nearest integer, ties to the even one (integers a >= 0,
+    b >= 1), exactly: a float quotient would move some ties (spec 6.5)."""
+    q = torch.div(a, b, rounding_mode="floor")
+    r = a - q * b
+    return q + ((2 * r > b) | ((2 * r == b) & (q % 2 == 1))).to(torch.int64)
+
+
 def timesteps_trailing(T: int, N: int) -> Tensor:
-    """Spec 6.2: t_i = T - 1 - floor(i * T / N), i = 0..N-1."""
+    """Spec 6.2: t_i = round_half_even((N - i) * T / N) - 1, i = 0..N-1."""
     i = torch.arange(N, dtype=torch.int64)
-    return T - 1 - torch.div(i * T, N, rounding_mode="floor")
+    return round_half_even((N - i) * T, N) - 1
 
 
 def timesteps_linspace(T: int, N: int) -> Tensor:
-    """Spec 6.3: t_i = round_half_up((T - 1) * (N - 1 - i) / (N - 1)); N = 1 gives [T - 1]."""
+    """Spec 6.3: t_i = round_half_even((T - 1) * (N - 1 - i) / (N - 1)); N = 1 gives [T - 1] (6.5)."""
     if N == 1:
         return torch.tensor([T - 1], dtype=torch.int64)
-    # round_half_up(a / b) = floor((2a + b) / (2b)) for non-negative integers.
-    return torch.div(2 * (T - 1) * _arange_desc(N) + (N - 1), 2 * (N - 1), rounding_mode="floor")
+    return round_half_even((T - 1) * _arange_desc(N), N - 1)
 
 
 def inference_timesteps(
