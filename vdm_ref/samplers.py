@@ -104,6 +104,44 @@ def ddim_direction_variance(a_t: np.ndarray, a_s: np.ndarray, eta: float) -> np.
     return (1.0 - a_s) * ((1.0 - eta**2) + eta**2 * a_t * (1.0 - a_s) / (a_s * (1.0 - a_t)))
 
 
+def final_abar_one(s: np.ndarray) -> np.ndarray:
+    """Spec 7.4 ``final_abar = "one"`` (default): the last step lands on abar_{-1} = 1 (1.2)."""
+    return s
+
+
+def final_abar_first(s: np.ndarray) -> np.ndarray:
+    """Spec 7.4 ``final_abar = "abar_0"``: the last step lands on abar_0, i.e. s = -1 reads as s = 0
+    in every formula of the step (diffusers' ``set_alpha_to_one=False``)."""
+    return np.maximum(s, 0)
+
+
+FINAL_ABAR: dict[str, Callable[[np.ndarray], np.ndarray]] = {"one": final_abar_one, "abar_0": final_abar_first}
+
+
+def clipped_eps_rederive(
+    sched: Schedule, x_t: np.ndarray, t: np.ndarray, x0: np.ndarray, eps: np.ndarray
+) -> np.ndarray:
+    """Spec 7.4 ``clipped_eps = "rederive"`` (default): eps_hat <- 4.2(x_t, processed x0_hat)."""
+    return eps_from_x0(sched, x_t, t, x0)
+
+
+def clipped_eps_keep(
+    sched: Schedule, x_t: np.ndarray, t: np.ndarray, x0: np.ndarray, eps: np.ndarray
+) -> np.ndarray:
+    """Spec 7.4 ``clipped_eps = "keep"``: eps_hat stays the one of 4.5, before processing (diffusers'
+    ``use_clipped_model_output=False``)."""
+    return eps
+
+
+CLIPPED_EPS: dict[str, Callable[..., np.ndarray]] = {"rederive": clipped_eps_rederive, "keep": clipped_eps_keep}
+
+
+def _choice(name: str, value: str, table: dict) -> Callable:
+    if value not in table:
+        raise ValueError(f"argument '{name}': unknown value {value!r}; choose one of {tuple(table)}")
+    return table[value]
+
+
 def ddim_step(
     sched: Schedule,
     x_t: np.ndarray,
@@ -116,14 +154,19 @@ def ddim_step(
     eta: float = 0.0,
     clip: float | None = None,
     threshold: float | None = None,
+    final_abar: str = "one",
+    clipped_eps: str = "rederive",
 ) -> np.ndarray:
     """Spec 7.4: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma noise.
 
-    If x0_hat was clipped or thresholded, eps_hat is re-derived from it (4.2). Variance channels
-    of a 2C-channel output are ignored. eta = 0 is deterministic and needs no noise.
+    If x0_hat was clipped or thresholded, eps_hat is re-derived from it (4.2) unless
+    ``clipped_eps="keep"``. ``final_abar="abar_0"`` makes s = -1 land on abar_0 instead of 1.
+    Variance channels of a 2C-channel output are ignored. eta = 0 is deterministic and needs no noise.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"argument 'eta' must lie in [0, 1], got {eta}")
+    land = _choice("final_abar", final_abar, FINAL_ABAR)
+    eps_rule = _choice("clipped_eps", clipped_eps, CLIPPED_EPS)
     x_t = _checks.as_float64("x_t", x_t)
     b = _checks.batch_of("x_t", x_t)
     tt = _checks.timesteps("t", t, sched.T, b, allow_minus_one=False)
@@ -134,7 +177,8 @@ def ddim_step(
     x0, eps = predict_x0_eps(sched, x_t, tt, pred, prediction)
     if clip is not None or threshold is not None:
         x0 = process_x0(x0, clip, threshold)
-        eps = eps_from_x0(sched, x_t, tt, x0)
+        eps = eps_rule(sched, x_t, tt, x0, eps)
+    ss = land(ss)
     a_s = _checks.per_sample(sched.abar_at(ss), x_t.ndim)
     sigma = _checks.per_sample(ddim_sigma(sched, tt, ss, eta), x_t.ndim)
     a_t = _checks.per_sample(sched.abar_at(tt), x_t.ndim)
@@ -190,6 +234,8 @@ def sample(
     eta: float = 0.0,
     clip: float | None = None,
     threshold: float | None = None,
+    final_abar: str = "one",
+    clipped_eps: str = "rederive",
 ) -> np.ndarray:
     """Spec 7.6: start from x = noise[0] and apply one step per (t, s) pair of spec 6.4.
 
@@ -206,7 +252,8 @@ def sample(
     z = sampling_noise(noise, len(steps), shape)
     x = z[0]
     row = SAMPLERS[sampler]
-    extra = {k: v for k, v in (("variance", variance), ("eta", eta)) if k in row.options}
+    options = {"variance": variance, "eta": eta, "final_abar": final_abar, "clipped_eps": clipped_eps}
+    extra = {k: v for k, v in options.items() if k in row.options}
     for i, (t, s) in enumerate(step_pairs(steps)):
         tvec = np.full((shape[0],), t, dtype=np.int64)
         out = model(x, tvec)
@@ -225,5 +272,5 @@ class Sampler:
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler(ddpm_step, ("variance",)),  # spec 7.3
-    "ddim": Sampler(ddim_step, ("eta",)),  # spec 7.4
+    "ddim": Sampler(ddim_step, ("eta", "final_abar", "clipped_eps")),  # spec 7.4
 }

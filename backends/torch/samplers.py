@@ -142,6 +142,38 @@ def ddim_direction_variance(a_t: Tensor, a_s: Tensor, eta: float) -> Tensor:
     return (1.0 - a_s) * ((1.0 - eta**2) + eta**2 * a_t * (1.0 - a_s) / (a_s * (1.0 - a_t)))
 
 
+def final_abar_one(s: TimeArg) -> TimeArg:
+    """Spec 7.4 ``final_abar = "one"`` (default): the last step lands on abar_{-1} = 1 (1.2)."""
+    return s
+
+
+def final_abar_first(s: TimeArg) -> TimeArg:
+    """Spec 7.4 ``final_abar = "abar_0"``: s = -1 reads as s = 0 in every formula of the step."""
+    return s.clamp(min=0) if isinstance(s, Tensor) else max(s, 0)
+
+
+FINAL_ABAR: dict[str, Callable[[TimeArg], TimeArg]] = {"one": final_abar_one, "abar_0": final_abar_first}
+
+
+def clipped_eps_rederive(sched: TorchSchedule, x_t: Tensor, t: TimeArg, x0: Tensor, eps: Tensor) -> Tensor:
+    """Spec 7.4 ``clipped_eps = "rederive"`` (default): eps_hat <- 4.2(x_t, processed x0_hat)."""
+    return eps_from_x0(sched, x_t, t, x0)
+
+
+def clipped_eps_keep(sched: TorchSchedule, x_t: Tensor, t: TimeArg, x0: Tensor, eps: Tensor) -> Tensor:
+    """Spec 7.4 ``clipped_eps = "keep"``: eps_hat stays the one of 4.5, before processing."""
+    return eps
+
+
+CLIPPED_EPS: dict[str, Callable[..., Tensor]] = {"rederive": clipped_eps_rederive, "keep": clipped_eps_keep}
+
+
+def _choice(name: str, value: str, table: dict) -> Callable:
+    if value not in table:
+        raise ValueError(f"argument '{name}': unknown value {value!r}; choose one of {tuple(table)}")
+    return table[value]
+
+
 def ddim_step(
     sched: TorchSchedule,
     x_t: Tensor,
@@ -154,23 +186,30 @@ def ddim_step(
     eta: float = 0.0,
     clip: float | None = None,
     threshold: float | None = None,
+    final_abar: str = "one",
+    clipped_eps: str = "rederive",
 ) -> Tensor:
     """Spec 7.4: x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma noise.
 
-    A clipped/thresholded x0_hat gets eps_hat re-derived (4.2); variance channels are ignored;
-    eta = 0 is deterministic and needs no noise."""
+    A clipped/thresholded x0_hat gets eps_hat re-derived (4.2) unless ``clipped_eps="keep"``;
+    ``final_abar="abar_0"`` lands s = -1 on abar_0; variance channels are ignored; eta = 0 is
+    deterministic and needs no noise."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"argument 'eta' must lie in [0, 1], got {eta}")
+    land = _choice("final_abar", final_abar, FINAL_ABAR)
+    eps_rule = _choice("clipped_eps", clipped_eps, CLIPPED_EPS)
     x_t = _checks.data("x_t", x_t, sched)
     b = _checks.batch_of("x_t", x_t)
     tt = _checks.timesteps("t", t, sched, b, allow_minus_one=False)
     ss = _checks.timesteps("s", s, sched, b, allow_minus_one=True)
-    a_s, a_t, _ = abar_pair(sched, ss, tt, b)
+    _, a_t, _ = abar_pair(sched, ss, tt, b)
+    ss = land(ss)
+    a_s = sched.abar_ext64[ss + 1]
     pred, _ = split_model_output(out, x_t.shape[1])
     x0, eps = predict_x0_eps(sched, x_t, tt, pred, prediction)
     if clip is not None or threshold is not None:
         x0 = process_x0(x0, clip, threshold)
-        eps = eps_from_x0(sched, x_t, tt, x0)
+        eps = eps_rule(sched, x_t, tt, x0, eps)
     dt, op = _checks.dtypes(x_t, pred)
     sigma = _ddim_sigma64(a_s, a_t, eta)
     c_eps = torch.sqrt(ddim_direction_variance(a_t, a_s, eta))  # float64 (B,) coefficients, cast below
@@ -235,6 +274,8 @@ def sample(
     eta: float = 0.0,
     clip: float | None = None,
     threshold: float | None = None,
+    final_abar: str = "one",
+    clipped_eps: str = "rederive",
     progress: Callable[[int, int], None] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
@@ -257,7 +298,8 @@ def sample(
     dtype = dtype or sched.dtype
     z = sampling_noise(noise, len(steps), shape, dtype=dtype, device=sched.device)
     row = SAMPLERS[sampler]
-    extra = {k: v for k, v in (("variance", variance), ("eta", eta)) if k in row.options}
+    options = {"variance": variance, "eta": eta, "final_abar": final_abar, "clipped_eps": clipped_eps}
+    extra = {k: v for k, v in options.items() if k in row.options}
     x = z[0]
     for i, (t, s) in enumerate(pairs):
         out = model(x, torch.full((shape[0],), t, dtype=torch.int64, device=sched.device))
@@ -279,7 +321,7 @@ class Sampler:
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler(ddpm_step, ("variance",)),  # spec 7.3
-    "ddim": Sampler(ddim_step, ("eta",)),  # spec 7.4
+    "ddim": Sampler(ddim_step, ("eta", "final_abar", "clipped_eps")),  # spec 7.4
 }
 
 __all__ = [
