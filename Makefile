@@ -14,7 +14,7 @@ $(BIN)/vdm: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]"  # dev = every extra (torch, ort) + the test tools
 	touch $(BIN)/vdm
 
 venv: $(BIN)/vdm
