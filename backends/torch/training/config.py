@@ -17,7 +17,7 @@ from typing import Any
 import vdm_ref
 
 from ... import configs
-from ..data import DATASETS
+from ..data import DATASETS, data_channels
 from ..models import ARCHITECTURES, preset
 
 
@@ -33,14 +33,17 @@ class TrainConfig:
     data: str = "moving_shapes"  # a row of data.DATASETS: "moving_shapes" | "folder:PATH" | "ucf101:ROOT"
     frames: int = 8  # frames per clip
     size: int = 32  # clips are size x size
-    channels: int = 1  # 1 = grayscale, 3 = RGB
+    channels: int | None = None  # 1 = grayscale, 3 = RGB; None = the dataset's default (video 3, moving shapes 1)
     num_objects: int = 1  # moving shapes: objects per clip
     num_clips: int = 100_000  # moving shapes: dataset length (clip i is generated from seed (seed, i))
     split_dir: str | None = None  # ucf101: folder with classInd.txt / trainlist0N.txt (default ROOT/ucfTrainTestlist)
     split: str = "train"  # ucf101: "train" or "test"
     fold: int = 1  # ucf101: official split 1, 2 or 3
     frame_stride: int = 1  # folder/ucf101: take every k-th frame of the source video
-    cache_dir: str | None = None  # folder/ucf101: cache of decoded, resized frames (.npy), reused across runs
+    cache_dir: str | None = None  # folder/ucf101: cache of decoded, resized frames (.npy); None = OUT/cache
+    cache: bool = True  # folder/ucf101: cache decoded frames (False: every clip decodes its whole file again)
+    fps: float | None = None  # folder/ucf101: resample every video to this frame rate; None = the files' own frames
+    heldout_fraction: float = 0.1  # folder: fraction of files kept out of training for `vdm eval` (0 = none)
     # --- diffusion
     schedule: str = "cosine"
     timesteps: int = 1000  # T
@@ -102,8 +105,12 @@ class TrainConfig:
                      "threads"):
             if getattr(self, name) < 0:
                 errs.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.channels not in (1, 3):
+        if self.channels not in (None, 1, 3):
             errs.append(f"channels must be 1 or 3, got {self.channels}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            errs.append(f"fps must be a positive number, got {self.fps}")
+        if not 0.0 <= self.heldout_fraction < 1.0:  # also rejects NaN
+            errs.append(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
         if self.timesteps < 2:
             errs.append(f"timesteps must be >= 2, got {self.timesteps}")
         if self.preview_steps > self.timesteps:
@@ -151,7 +158,7 @@ class TrainConfig:
 # Options a resumed run may change; everything else must match the checkpoint's run.
 RUNTIME_OPTIONS = frozenset({
     "steps", "out_dir", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_num", "preview_steps",
-    "log_every", "resume", "overwrite", "device", "num_workers", "threads",
+    "log_every", "resume", "overwrite", "device", "num_workers", "threads", "cache", "cache_dir",
 })
 
 # The measured CPU quickstart: tiny U-Net (0.83 M params) on 8-frame 16x16 grayscale moving
@@ -243,7 +250,7 @@ def resume_path(cfg: TrainConfig) -> Path | None:
 
 def model_config(cfg: TrainConfig, num_classes: int = 0) -> Any:
     """The architecture config of a run: preset + overrides + the data's channels/frames/size."""
-    overrides = {**cfg.model, "in_channels": cfg.channels, "frames": cfg.frames, "image_size": cfg.size,
+    overrides = {**cfg.model, "in_channels": data_channels(cfg), "frames": cfg.frames, "image_size": cfg.size,
                  "learn_sigma": cfg.learn_sigma, "num_classes": num_classes if cfg.conditional else 0}
     mc = preset(cfg.preset, cfg.architecture, **overrides)
     if cfg.size % mc.size_divisor:
