@@ -51,6 +51,18 @@ from .samplers import (
     sampling_noise,
 )
 from .schedules import DEFAULT_PARAMS, SCHEDULES, Schedule, make_schedule, rescale_zero_terminal_snr
+from .solvers import (
+    SOLVERS,
+    Grid,
+    Solver,
+    SolverState,
+    gaussian_flow,
+    gaussian_level_denoiser,
+    network_calls,
+    solve,
+    solver_grid,
+    x0_denoiser,
+)
 from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
 
 SPEC_VERSION = "1.0.0"
@@ -69,4 +81,6 @@ __all__ = [
     "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl",
     "std_normal_cdf", "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
     "gaussian_ideal_model", "points_ideal_model",
+    "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls", "x0_denoiser",
+    "gaussian_level_denoiser", "gaussian_flow",
 ]
