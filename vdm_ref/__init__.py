@@ -24,7 +24,7 @@ from .diffusion import (
     x0_from_eps,
     x0_from_v,
 )
-from .ideal import gaussian_ideal_model, points_ideal_model
+from .ideal import gaussian_ideal_model, points_ideal_model, process_gaussian_ideal_model, process_points_ideal_model
 from .losses import (
     discretized_gaussian_log_likelihood,
     hybrid_loss,
@@ -35,6 +35,26 @@ from .losses import (
     std_normal_cdf,
     training_target,
     vlb_term,
+)
+from .processes import (
+    FAMILIES,
+    FLOW_TIME_SCALE,
+    PREDICTION_TYPES,
+    SIGMA_DATA,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    Process,
+    alpha_sigma,
+    alpha_sigma_from_edm_sigma,
+    check_alpha_sigma,
+    convert_prediction,
+    edm_preconditioning,
+    edm_sigma,
+    from_x0_eps,
+    half_log_snr,
+    input_scale,
+    network_condition,
+    to_x0_eps,
 )
 from .samplers import (
     SAMPLERS,
@@ -81,6 +101,11 @@ __all__ = [
     "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl",
     "std_normal_cdf", "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
     "gaussian_ideal_model", "points_ideal_model",
+    "FAMILIES", "PREDICTION_TYPES", "SIGMA_DATA", "SIGMA_MIN", "SIGMA_MAX", "FLOW_TIME_SCALE", "Process",
+    "alpha_sigma", "network_condition", "input_scale", "check_alpha_sigma",
+    "to_x0_eps", "from_x0_eps", "convert_prediction", "edm_preconditioning",
+    "half_log_snr", "edm_sigma", "alpha_sigma_from_edm_sigma",
+    "process_gaussian_ideal_model", "process_points_ideal_model",
     "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls", "x0_denoiser",
     "gaussian_level_denoiser", "gaussian_flow",
 ]
