@@ -4,6 +4,14 @@ Importing it needs NumPy only. Each public function names its spec clause in its
 see spec/SPEC.md, section "Reference API", for the list.
 """
 
+from .conditioning import (
+    frame_mask,
+    keep_observed,
+    reconstruction_guided_x0,
+    replace_observed,
+    with_reconstruction_guidance,
+    with_replacement,
+)
 from .diffusion import (
     PREDICTIONS,
     VARIANCES,
@@ -108,4 +116,6 @@ __all__ = [
     "process_gaussian_ideal_model", "process_points_ideal_model",
     "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls", "x0_denoiser",
     "gaussian_level_denoiser", "gaussian_flow",
+    "frame_mask", "replace_observed", "with_replacement", "reconstruction_guided_x0",
+    "with_reconstruction_guidance", "keep_observed",
 ]
