@@ -83,22 +83,29 @@ def conditional_sampler(method: str, observed: tuple[int, ...], x_obs: np.ndarra
 
 
 def run(method: str, observed: tuple[int, ...], z_init: np.ndarray, x_obs: np.ndarray, noise: np.ndarray,
-        levels: tuple[np.ndarray, np.ndarray], weight: float = 0.0) -> np.ndarray:
+        levels: tuple[np.ndarray, np.ndarray], weight: float = 0.0, solver: str = "") -> np.ndarray:
+    """Sample with the plain DDIM above, or with a solver of vdm_ref.SOLVERS (section 17)."""
     sampler = conditional_sampler(method, observed, x_obs, noise, weight)
-    return cond.keep_observed(ddim(sampler, *levels, z_init), x_obs, cond.frame_mask(F, observed))
+    if solver:
+        x = vdm_ref.solve(cond.on_grid(sampler, *levels), z_init, *levels, solver=solver)
+    else:
+        x = ddim(sampler, *levels, z_init)
+    return cond.keep_observed(x, x_obs, cond.frame_mask(F, observed))
 
 
 def response(method: str, observed: tuple[int, ...], n: int = 50, weight: float = 0.0,
-             fresh: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             fresh: bool = True, solver: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(G, P = H H^T) of the generated frames, from runs on the basis vectors of
-    u = (z_init (F), x_obs (F), one replacement noise (F) per call or one for all)."""
-    draws = n if fresh else 1
+    u = (z_init (F), x_obs (F), one replacement noise (F) per network call or one for all)."""
+    levels = cosine_levels(n)
+    calls = vdm_ref.network_calls(solver, vdm_ref.solver_grid(*levels)) if solver else n
+    draws = calls if fresh else 1
     dim = F * (2 + draws)
     u = np.eye(dim)
     shape = (dim, 1, F, 1, 1)
     noise = u[:, 2 * F:].reshape(dim, draws, F).transpose(1, 0, 2).reshape(draws, *shape)
     out = run(method, observed, u[:, :F].reshape(shape), u[:, F:2 * F].reshape(shape), noise,
-              cosine_levels(n), weight)[:, 0, :, 0, 0].T
+              levels, weight, solver)[:, 0, :, 0, 0].T
     a, b = generated(observed), np.asarray(observed)
     rows = out[a]
     # Values of x_obs at generated frames must not matter at all (spec 18.1).
@@ -108,8 +115,8 @@ def response(method: str, observed: tuple[int, ...], n: int = 50, weight: float 
 
 
 def distance(method: str, observed: tuple[int, ...], n: int = 50, weight: float = 0.0,
-             fresh: bool = True) -> float:
-    gain, cov = response(method, observed, n, weight, fresh)
+             fresh: bool = True, solver: str = "") -> float:
+    gain, cov = response(method, observed, n, weight, fresh, solver)
     exact_gain, exact_cov = cond.gp_conditional(COV, observed)
     b = np.asarray(observed)
     return cond.conditional_w2(gain, cov, exact_gain, exact_cov, COV[np.ix_(b, b)])[0]
@@ -333,6 +340,19 @@ def test_same_samples_on_every_noise_process(family: str) -> None:
         want = run(method, INTERPOLATION, z_vp, x_obs, noise, vp, weight)
         got = run(method, INTERPOLATION, z_other, x_obs, noise, other, weight)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", [name for name, row in vdm_ref.SOLVERS.items() if row.order > 0])
+def test_every_solver(solver: str) -> None:
+    """Spec 18.4: the wrappers drive every deterministic solver of section 17 through on_grid; the
+    ordering of the methods holds for each, and the oracle shows the solver's own accuracy."""
+    for observed in CASES.values():
+        replacement = distance("replacement", observed, 20, solver=solver)
+        guided = distance("guidance", observed, 20, 5.0, solver=solver)
+        oracle = distance("oracle", observed, 20, solver=solver)
+        # 20 steps: the oracle's distance is the solver's discretisation error (first vs second order).
+        assert oracle < (0.15 if vdm_ref.SOLVERS[solver].order == 1 else 0.03)
+        assert oracle < guided < 0.4 * replacement
 
 
 def test_composes_with_the_sampling_loop_of_7_6() -> None:
