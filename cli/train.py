@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
                  "(default: moving_shapes)")] = None,
         frames: Annotated[int | None, typer.Option(help="Frames per clip. (default: 8)")] = None,
         size: Annotated[int | None, typer.Option(help="Clip height and width in pixels. (default: 32)")] = None,
-        channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB). (default: 1)")] = None,
+        channels: Annotated[int | None, typer.Option(
+            help="1 (grayscale) or 3 (RGB). Default 3 for video data (folder, ucf101), 1 for moving shapes.")] = None,
         num_objects: Annotated[int | None, typer.Option(help="Moving shapes: objects per clip. (default: 1)")] = None,
         num_clips: Annotated[int | None, typer.Option(
             help="Moving shapes: dataset length (clip i comes from seed (seed, i)). (default: 100000)")] = None,
@@ -77,7 +78,17 @@ def register(app: typer.Typer) -> None:
         frame_stride: Annotated[int | None, typer.Option(
             help="Video data: take every k-th source frame. (default: 1)")] = None,
         cache_dir: Annotated[str | None, typer.Option(
-            help="Video data: cache decoded, resized frames here (.npy) so no file is decoded twice.")] = None,
+            help="Video data: cache decoded, resized frames here (.npy) so no file is decoded twice. "
+                 "Default OUT/cache.")] = None,
+        cache: Annotated[bool | None, typer.Option(
+            "--cache/--no-cache", help="Video data: cache decoded frames; --no-cache decodes the whole file for "
+                                       "every clip (several times slower). (default: on)")] = None,
+        fps: Annotated[float | None, typer.Option(
+            help="Video data: resample every video to this frame rate by frame timestamps (unset = each file's "
+                 "own frames).")] = None,
+        heldout_fraction: Annotated[float | None, typer.Option(
+            help="Folder data: fraction of the files kept out of training, by a fixed hash of their names, for "
+                 "vdm eval's real clips; 0 = train on all. (default: 0.1)")] = None,
         # diffusion
         schedule: Annotated[str | None, typer.Option(
             help="Noise schedule: linear, scaled_linear, cosine or sigmoid. (default: cosine)")] = None,
@@ -154,6 +165,7 @@ def register(app: typer.Typer) -> None:
         """
         require_extras("vdm train", "torch")
         from rich.console import Console
+        from vdm.backends.torch.data.video import report_warnings
         from vdm.backends.torch.training import TrainingDiverged, resolve_run_config
         from vdm.backends.torch.training import train as run_train
         from vdm.backends.torch.training.checkpoint import CheckpointError
@@ -164,6 +176,7 @@ def register(app: typer.Typer) -> None:
                 "frames": frames, "size": size,
                 "channels": channels, "num_objects": num_objects, "num_clips": num_clips, "split_dir": split_dir,
                 "split": split, "fold": fold, "frame_stride": frame_stride, "cache_dir": cache_dir,
+                "cache": cache, "fps": fps, "heldout_fraction": heldout_fraction,
                 "schedule": schedule, "timesteps": timesteps,
                 "schedule_params": _kv(schedule_param, "--schedule-param"),
                 "zero_terminal_snr": zero_terminal_snr, "prediction": prediction, "learn_sigma": learn_sigma,
@@ -186,8 +199,10 @@ def register(app: typer.Typer) -> None:
         console = Console()
         main_rank = os.environ.get("RANK", "0") == "0"
         try:
-            result = run_train(cfg, progress=not quiet and main_rank,
-                               log=None if quiet else (lambda m: console.print(m, highlight=False)))
+            # Unusable video files: one 'warning: ...' line each on stderr (none with -q, none from other ranks).
+            with report_warnings(None if quiet or not main_rank else (lambda m: typer.echo(m, err=True))):
+                result = run_train(cfg, progress=not quiet and main_rank,
+                                   log=None if quiet else (lambda m: console.print(m, highlight=False)))
         except TrainingDiverged as exc:
             fail(str(exc), code=1)
             return

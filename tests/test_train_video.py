@@ -8,7 +8,7 @@ import pytest
 from helpers import MICRO_TRAIN_MODEL
 from typer.testing import CliRunner
 from vdm.backends.media import write_video
-from vdm.backends.torch.data.video import VideoSkippedWarning
+from vdm.backends.torch.data.video import VideoSkippedWarning, heldout_split
 from vdm.backends.torch.training import TrainConfig, train
 from vdm.backends.torch.training.checkpoint import load_checkpoint
 
@@ -49,9 +49,9 @@ def ucf_root(tmp_path_factory):
 
 
 def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
-    cfg = TrainConfig(data=f"ucf101:{ucf_root}", model=SMALL_MODEL, frames=4, size=8, channels=3, conditional=True,
+    cfg = TrainConfig(data=f"ucf101:{ucf_root}", model=SMALL_MODEL, frames=4, size=8, conditional=True,
                       batch_size=3, steps=3, checkpoint_every=0, preview_every=3, preview_num=2, preview_steps=2,
-                      device="cpu", out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+                      device="cpu", out_dir=str(tmp_path / "run"))
     with pytest.warns(VideoSkippedWarning) as record:
         res = train(cfg)
     text = " ".join(str(w.message) for w in record)
@@ -62,7 +62,12 @@ def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
     assert data["kind"] == "ucf101" and data["num_videos"] == 2 and data["num_classes"] == 2
     assert sorted(p.rsplit("/", 1)[-1] for p in data["skipped"]) == ["v_MoveLeft_g03_c01.avi",
                                                                      "v_MoveRight_g03_c01.avi"]
-    assert ck.config.num_classes == 2 and ck.config.in_channels == 3
+    assert ck.config.num_classes == 2 and ck.config.in_channels == 3  # colour without asking
+    # Decoded frames are cached by default in OUT/cache, one .npy per decodable file (the too-short one too,
+    # so it is not decoded again to find that out).
+    cache = tmp_path / "run" / "cache"
+    assert data["cache_dir"] == str(cache.resolve())
+    assert len(list(cache.glob("*.npy"))) == 3
     # The resumed run decodes from the cache and continues exactly.
     with pytest.warns(VideoSkippedWarning):  # every dataset build names the broken files again
         full = train(cfg.replace(out_dir=str(tmp_path / "full"), steps=5))
@@ -77,6 +82,32 @@ def test_ucf101_trains_and_reports_broken_files(ucf_root, tmp_path):
     rep = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=2, options=SamplingOptions(steps=2),
                    device="cpu")
     assert set(rep["rows"]) == {"samples", "real", "noise"}
+    assert "lag1_corr" in rep["rows"]["real"] and "coherent_fraction" not in rep["rows"]["real"]
+    assert "test split 1" in rep["settings"]["real_source"]
+    # The real clips came from the test split: its two files were decoded into the run's cache too.
+    assert len(list(cache.glob("*.npy"))) == 5
+
+
+def test_no_cache_opts_out(ucf_root, tmp_path):
+    cfg = TrainConfig(data=f"ucf101:{ucf_root}", model=SMALL_MODEL, frames=4, size=8, batch_size=2, steps=1,
+                      checkpoint_every=0, preview_every=0, device="cpu", out_dir=str(tmp_path / "run"), cache=False)
+    with pytest.warns(VideoSkippedWarning):
+        train(cfg)
+    assert not (tmp_path / "run" / "cache").exists()
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").meta["data"]["cache_dir"] is None
+
+
+def test_colour_default_depends_on_the_data():
+    from vdm.backends.torch.data import data_channels
+
+    assert data_channels(TrainConfig(data="folder:videos")) == 3
+    assert data_channels(TrainConfig(data="ucf101:videos")) == 3
+    assert data_channels(TrainConfig()) == 1  # moving shapes stay grayscale
+    assert data_channels(TrainConfig(data="folder:videos", channels=1)) == 1
+    with pytest.raises(ValueError, match="fps"):
+        TrainConfig(fps=float("nan"))
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        TrainConfig(heldout_fraction=1.0)
 
 
 def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
@@ -85,13 +116,25 @@ def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
 
     app = typer.Typer()
     train_cli.register(app)
-    args = ["--data", f"folder:{ucf_root}", "--frames", "4", "--size", "8", "--channels", "1", "--batch-size", "2",
+    args = ["--data", f"folder:{ucf_root}", "--frames", "4", "--size", "8", "--batch-size", "2",
             "--steps", "2", "--device", "cpu", "--preview-every", "0", "--out", str(tmp_path / "cli"),
             "--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_levels=[1]",
             "--model", "temporal_attn_levels=[1]", "--model", "norm_groups=4"]
-    with pytest.warns(VideoSkippedWarning):
-        res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})  # the CLI prints the warnings itself
     assert res.exit_code == 0, res.output
-    assert "skipped 2 unusable video(s)" in res.output and "v_MoveLeft_g03_c01.avi" in res.output
+    # The held-out files (by the documented hash rule) are never decoded for training.
+    rels = sorted(p.relative_to(ucf_root).as_posix() for p in ucf_root.rglob("*.avi"))
+    held = heldout_split(rels, 0.1)
+    broken = {"MoveLeft/v_MoveLeft_g03_c01.avi", "MoveRight/v_MoveRight_g03_c01.avi"}
+    ck = load_checkpoint(tmp_path / "cli" / "last.safetensors")
+    assert ck.meta["data"]["options"]["heldout"]["files"] == sorted(held) and held
+    assert ck.meta["data"]["num_videos"] == len(rels) - len(held | broken)
+    assert ck.config.in_channels == 3  # colour by default for video folders
+    warned = [ln for ln in res.output.splitlines() if ln.startswith("warning: skipping video")]
+    assert sorted(ln.split(": ")[1].split(ucf_root.name + "/")[-1] for ln in warned) == sorted(broken - held)
+    assert f"skipped {len(broken - held)} unusable video(s)" in res.output
+    # -q: no warning lines and no messages at all.
+    quiet = CliRunner().invoke(app, [*args, "-q", "--out", str(tmp_path / "quiet")], env={"COLUMNS": "300"})
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output
     res = CliRunner().invoke(app, [*args, "--data", f"ucf101:{tmp_path / 'nowhere'}", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "not found" in res.output
