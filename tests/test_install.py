@@ -110,7 +110,7 @@ def test_command_without_its_extra_says_which_to_install(argv: list[str], extra:
     assert lines[0].endswith(f"pip install 'vdm[{extra}]'")
 
 
-def test_backend_packages_name_their_extra() -> None:
+def test_backend_packages_name_their_extra(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import sys
         sys.modules["torch"] = sys.modules["onnxruntime"] = None
@@ -120,7 +120,7 @@ def test_backend_packages_name_their_extra() -> None:
             except ImportError as exc:
                 print(type(exc).__name__, exc)
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.stdout.splitlines() == [
         "MissingExtra vdm.backends.torch needs PyTorch: pip install 'vdm[torch]'",
         "MissingExtra vdm.backends.ort needs ONNX Runtime: pip install 'vdm[ort]'",
@@ -128,7 +128,7 @@ def test_backend_packages_name_their_extra() -> None:
     ], res.stderr
 
 
-def test_numpy_path_imports_no_optional_module() -> None:
+def test_numpy_path_imports_no_optional_module(tmp_path: Path) -> None:
     # Blocks every optional module, imports the CLI, the kit and the backend-neutral modules, runs a small
     # `vdm conformance numpy`, and lists what got loaded: an import of a blocked module would fail the run.
     code = textwrap.dedent(f"""
@@ -147,7 +147,7 @@ def test_numpy_path_imports_no_optional_module() -> None:
         print(res.exit_code)
         print(res.output[-300:] if res.exit_code else "")
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT.parent)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split()[0] == "0", res.stdout
 
