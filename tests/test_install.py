@@ -110,6 +110,15 @@ def test_command_without_its_extra_says_which_to_install(argv: list[str], extra:
     assert lines[0].endswith(f"pip install 'vdm[{extra}]'")
 
 
+def test_eval_with_an_onnx_feature_network_needs_ort(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["eval", "--ckpt", "c.safetensors", "--features", "i3d.onnx"]
+    assert CliRunner().invoke(app, argv).output.count("pip install") == 0  # PyTorch alone is enough to get further
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: vdm eval --features FILE.onnx needs ONNX Runtime: pip install 'vdm[ort]'"
+
+
 def test_backend_packages_name_their_extra(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import sys
