@@ -89,7 +89,6 @@ from .solvers import (
     network_calls,
     solve,
     solver_grid,
-    x0_denoiser,
 )
 from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
 
@@ -114,7 +113,7 @@ __all__ = [
     "to_x0_eps", "from_x0_eps", "convert_prediction", "edm_preconditioning",
     "half_log_snr", "edm_sigma", "alpha_sigma_from_edm_sigma",
     "process_gaussian_ideal_model", "process_points_ideal_model",
-    "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls", "x0_denoiser",
+    "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls",
     "gaussian_level_denoiser", "gaussian_flow",
     "frame_mask", "replace_observed", "with_replacement", "reconstruction_guided_x0",
     "with_reconstruction_guidance", "keep_observed",

@@ -70,6 +70,17 @@ from .schedules import (
     rescale_zero_terminal_snr,
     snr,
 )
+from .solvers import (
+    SOLVERS,
+    Grid,
+    Solver,
+    SolverState,
+    gaussian_flow,
+    gaussian_level_denoiser,
+    network_calls,
+    solve,
+    solver_grid,
+)
 from .timesteps import (
     SPACINGS,
     inference_timesteps,
@@ -98,4 +109,6 @@ __all__ = [
     "classifier_free_guidance", "sampling_noise", "sample",
     "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl",
     "std_normal_cdf", "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
+    "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls",
+    "gaussian_level_denoiser", "gaussian_flow",
 ]
