@@ -310,9 +310,13 @@ VIDEO_OUTPUTS = (".gif", ".mp4", ".npy", ".png")
 
 
 def save_npy(path: str | os.PathLike[str], array: Any) -> Path:
-    """``np.save`` atomically: a failed write leaves nothing behind."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(array))
+    """``np.save`` atomically: a failed write leaves nothing behind, neither ``path`` nor a
+    temporary file, and raises :class:`~vdm.backends.files.WriteError`. The array is serialised
+    in memory first: NumPy's direct file writer reports a short write (full disk, file-size limit)
+    without its cause."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    atomic_write_bytes(path, buf.getbuffer())
     return Path(path)
 
 

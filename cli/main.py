@@ -13,7 +13,10 @@ import typer
 
 import vdm_ref
 
+from .errors import OneLineErrors
+
 app = typer.Typer(
+    cls=OneLineErrors,  # one-line usage errors, finite numbers only (see errors.py)
     name="vdm",
     help="vdm: reference toolkit for video diffusion models.",
     no_args_is_help=True,
