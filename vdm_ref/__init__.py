@@ -34,15 +34,26 @@ from .diffusion import (
 )
 from .ideal import gaussian_ideal_model, points_ideal_model, process_gaussian_ideal_model, process_points_ideal_model
 from .losses import (
+    EDM_P_MEAN,
+    EDM_P_STD,
+    FLOW_DENSITIES,
+    FLOW_DENSITY_PARAMS,
     discretized_gaussian_log_likelihood,
+    edm_loss_weight,
+    edm_sigma_from_uniform,
+    flow_level_from_uniform,
     hybrid_loss,
     mean_flat,
     min_snr_weight,
     normal_kl,
+    normal_quantile,
+    process_min_snr_weight,
+    process_simple_loss,
     simple_loss,
     std_normal_cdf,
     training_target,
     vlb_term,
+    vp_timestep_from_uniform,
 )
 from .processes import (
     FAMILIES,
@@ -113,6 +124,9 @@ __all__ = [
     "to_x0_eps", "from_x0_eps", "convert_prediction", "edm_preconditioning",
     "half_log_snr", "edm_sigma", "alpha_sigma_from_edm_sigma",
     "process_gaussian_ideal_model", "process_points_ideal_model",
+    "normal_quantile", "FLOW_DENSITIES", "FLOW_DENSITY_PARAMS", "EDM_P_MEAN", "EDM_P_STD",
+    "flow_level_from_uniform", "edm_sigma_from_uniform", "vp_timestep_from_uniform",
+    "process_simple_loss", "edm_loss_weight", "process_min_snr_weight",
     "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls",
     "gaussian_level_denoiser", "gaussian_flow",
     "frame_mask", "replace_observed", "with_replacement", "reconstruction_guided_x0",
