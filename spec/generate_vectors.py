@@ -299,6 +299,9 @@ def cases_ddim_step(o: Op) -> None:
     add(LIN10, {"prediction": "eps", "eta": 0.0, "clip": 1.0}, X, ts(9, 4), ts(6, 1))
     add(LIN10, {"prediction": "v", "eta": 0.5, "threshold": 0.995}, X, ts(9, 4), ts(6, 1))
     add(SIG20, {"prediction": "eps", "eta": 0.0, "clip": 0.8, "threshold": 0.9}, X1, 15, 3)
+    # eta = 1 at abar_t = 0: the eps coefficient is exactly 0 in 7.4's form; evaluated as
+    # 1 - abar_s - sigma^2 (sigma squared after its square roots) it is ~1e-8 at s = 6 (forbidden).
+    add(COS10_Z, {"prediction": "v", "eta": 1.0}, X, ts(9, 9), ts(6, 7))
 
 
 def cases_classifier_free_guidance(o: Op) -> None:
@@ -338,6 +341,8 @@ def cases_sample(o: Op) -> None:
     add(SIG20, (20, 5, "leading", 1), pts("v"), sampler="ddim", eta=0.0)
     add(COS10_Z, (10, 6, "linspace", 0), pts("x0"), sampler="ddpm", variance="fixed_small")
     add(SCL1000, (1000, 8, "leading", 0), pts("eps"), sampler="ddim", eta=0.5)
+    # Zero terminal SNR, eta = 1: the first step 9 -> 6 starts at abar_t = 0 (see ddim_step).
+    add(COS10_Z, (10, 3, "trailing", 0), gauss("v"), sampler="ddim", eta=1.0)
 
 
 def cases_training_target(o: Op) -> None:

@@ -128,7 +128,13 @@ def test_each_broken_backend_fails_exactly_its_clauses(cls: type) -> None:
     assert failed == broken.BREAKS[cls]
 
 
-@pytest.mark.parametrize("cls", list(broken.BREAKS), ids=lambda c: c.__name__)
+# Bugs that only a golden vector reaches reliably. CancellingDDIM: the cancellation shows only at
+# eta = 1, abar_t = 0 and an abar_s whose rounding leaves a positive residue (s = 6 of cosine T = 10
+# with zero terminal SNR); random cases hit it in about 1 seed of 4 at 20 cases.
+GOLDEN_ONLY = {broken.CancellingDDIM}
+
+
+@pytest.mark.parametrize("cls", [c for c in broken.BREAKS if c not in GOLDEN_ONLY], ids=lambda c: c.__name__)
 def test_random_cases_alone_catch_each_broken_backend(cls: type) -> None:
     """Without the golden vectors (and the e2e checks) the seeded random cases still catch the bug."""
     adapter = cls()
@@ -302,3 +308,68 @@ def test_declared_scope_skips_other_ops_but_still_checks_its_own() -> None:
     assert status["clip_x0"] == "pass"
     assert {op for op, st in status.items() if st == "skip"} == set(protocol.OPS) - {"dynamic_threshold", "clip_x0"}
     assert not report.ok
+
+
+# --- no flakes: tolerances of the schedule tables carry the abar tolerance (spec 9) ------------
+
+
+def _tables_of(a: np.ndarray) -> dict[str, np.ndarray]:
+    """Spec 2.6 written out from the text: every table as a function of abar (abar_{-1} = 1)."""
+    prev = np.concatenate(([1.0], a[:-1]))
+    return {"betas": 1.0 - a / prev, "alphas": a / prev, "abar": a, "snr": a / (1.0 - a),
+            "log_snr": np.log(a) - np.log(1.0 - a), "sigma": np.sqrt((1.0 - a) / a)}
+
+
+def test_table_sensitivities_are_the_derivatives_of_the_tables() -> None:
+    """Each |d table_t / d abar_j| of checks.TABLE_SENSITIVITY against central differences."""
+    entry = protocol.tolerances()["ops"]["make_schedule"]["carried_from_abar"]
+    assert set(checks.TABLE_SENSITIVITY) == set(protocol.TABLES) == set(entry) - {"rule"}
+    a = np.array([0.9999, 0.99, 0.7, 0.5, 0.3, 0.01])
+    for j in range(len(a)):
+        unit = np.zeros_like(a)
+        unit[j] = 1.0
+        h = 1e-7 * a[j]
+        up, down = _tables_of(a + h * unit), _tables_of(a - h * unit)
+        for name, sens in checks.TABLE_SENSITIVITY.items():
+            # abar carries nothing into itself: its own (rtol, atol) is the bound being carried.
+            numeric = np.abs(up[name] - down[name]) / (2 * h) if name != "abar" else np.zeros_like(a)
+            np.testing.assert_allclose(sens(a, unit), numeric, rtol=1e-4, atol=1e-6, err_msg=f"{name}, abar_{j}")
+
+
+class _UlpPort(NumpyAdapter):
+    """A correct float64 port whose abar is the reference's moved by up to 2 ulp per entry (another
+    libm, another cumulative-product order), its other tables derived from it by spec 2.6."""
+
+    name = "ulp-port"
+
+    def make_schedule(self, name: str, T: int, *, zero_terminal_snr: bool = False, **params: float) -> dict:
+        exact = vdm_ref.make_schedule(name, T, zero_terminal_snr=zero_terminal_snr, **params)
+        k = np.random.default_rng(abs(hash((name, T, zero_terminal_snr, tuple(sorted(params.items())))))).integers(
+            -2, 3, T)
+        with np.errstate(divide="ignore"):
+            return _tables_of(exact.abar * (1.0 + k * np.finfo(np.float64).eps))
+
+
+def _schedule_failures(adapter: object, seeds: range) -> int:
+    return sum(checks.check_op(adapter, "make_schedule", "float64", n_random=20, seed=seed, golden=False,
+                               e2e=False).status == "fail" for seed in seeds)
+
+
+def test_a_port_a_few_ulp_off_in_abar_passes_every_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _schedule_failures(_UlpPort(), range(200)) == 0
+    # The per-table rtol / atol alone (the rule before) fails most seeds: the derived tables'
+    # condition numbers are what the carried part absorbs.
+    monkeypatch.setattr(checks, "_carried", lambda *args: None)
+    assert _schedule_failures(_UlpPort(), range(20)) >= 5
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_example_backend_passes_200_seeds(dtype: str) -> None:
+    """The kit never flakes on a correct backend: 200 seeds of random cases of every clause (one
+    case per clause and seed here, the CLI draws 20), five schedules per seed."""
+    example = ExampleBackend(dtype=dtype)
+    for seed in range(200):
+        for op in protocol.OPS:
+            n = 5 if op == "make_schedule" else 1
+            result = checks.check_op(example, op, dtype, n_random=n, seed=seed, golden=False, e2e=False)
+            assert result.status == "pass", (seed, op, result.first_failure)

@@ -132,6 +132,31 @@ class SwappedGuidance(NumpyAdapter):
         return vdm_ref.classifier_free_guidance(out_uncond, out_cond, scale, channels)
 
 
+class CancellingDDIM(NumpyAdapter):
+    """DDIM's eps coefficient as sqrt(max(1 - abar_s - sigma^2, 0)), the form spec 7.4 forbids: at
+    eta = 1 and abar_t = 0 the subtraction leaves ~1e-8 instead of an exact 0."""
+
+    name = "broken-cancelling-ddim"
+
+    def ddim_step(self, sched: vdm_ref.Schedule, x_t: Any, t: Any, s: Any, out: Any, noise: Any = None, *,
+                  prediction: str = "eps", eta: float = 0.0, clip: float | None = None,
+                  threshold: float | None = None) -> np.ndarray:
+        x_t = np.asarray(x_t, dtype=np.float64)
+        b = x_t.shape[0]
+        ss = np.broadcast_to(np.asarray(s, dtype=np.int64), (b,))
+        tt = np.broadcast_to(np.asarray(t, dtype=np.int64), (b,))
+        pred, _ = vdm_ref.split_model_output(out, x_t.shape[1])
+        x0, eps = vdm_ref.predict_x0_eps(sched, x_t, tt, pred, prediction)
+        if clip is not None or threshold is not None:
+            x0 = vdm_ref.process_x0(x0, clip, threshold)
+            eps = vdm_ref.eps_from_x0(sched, x_t, tt, x0)
+        col = (b,) + (1,) * (x_t.ndim - 1)
+        a_s = sched.abar_at(ss).reshape(col)
+        sigma = vdm_ref.ddim_sigma(sched, tt, ss, eta).reshape(col)
+        x_s = np.sqrt(a_s) * x0 + np.sqrt(np.maximum(1.0 - a_s - sigma**2, 0.0)) * eps  # the bug
+        return x_s if eta == 0.0 else x_s + sigma * np.asarray(noise, dtype=np.float64)
+
+
 def _tables(betas: np.ndarray, zero_terminal_snr: bool, abar: np.ndarray | None = None) -> dict[str, np.ndarray]:
     abar = np.cumprod(1.0 - betas) if abar is None else abar
     if zero_terminal_snr:
@@ -151,4 +176,5 @@ BREAKS: dict[type, frozenset[str]] = {
     Float32Tables: frozenset({"make_schedule"}),
     NoiseAtLastStep: frozenset({"ddpm_step", "sample"}),  # the loop runs the broken step
     SwappedGuidance: frozenset({"classifier_free_guidance"}),
+    CancellingDDIM: frozenset({"ddim_step"}),
 }

@@ -9,6 +9,7 @@ the same generators run from a seeded NumPy generator (the CLI: fast and reprodu
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Callable, Sequence
@@ -42,8 +43,14 @@ class Case:
 
 
 def build_schedule(spec: dict[str, Any]) -> vdm_ref.Schedule:
-    return vdm_ref.make_schedule(spec["name"], int(spec["T"]), zero_terminal_snr=bool(spec["zero_terminal_snr"]),
-                                 **spec.get("params", {}))
+    """The reference schedule a case names (cached: cases share a few, and a Schedule is frozen)."""
+    return _schedule(spec["name"], int(spec["T"]), bool(spec["zero_terminal_snr"]),
+                     tuple(sorted(spec.get("params", {}).items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule(name: str, T: int, zero_terminal_snr: bool, params: tuple[tuple[str, Any], ...]) -> vdm_ref.Schedule:
+    return vdm_ref.make_schedule(name, T, zero_terminal_snr=zero_terminal_snr, **dict(params))
 
 
 def build_model(spec: dict[str, Any], sched: vdm_ref.Schedule, points: np.ndarray | None) -> Callable:
@@ -438,9 +445,8 @@ def gen_dynamic_threshold(d: Draw, dtype: str) -> Case:
     return _case("dynamic_threshold", None, params, {"x0": x0})
 
 
-def _step_common(d: Draw, dtype: str, op: str, *, positive_abar: bool = False
-                 ) -> tuple[_Sched, tuple[int, ...], dict, dict, str]:
-    s = draw_schedule(d, dtype != "float64", positive_abar=positive_abar)
+def _step_common(d: Draw, dtype: str, op: str) -> tuple[_Sched, tuple[int, ...], dict, dict, str]:
+    s = draw_schedule(d, dtype != "float64")
     prediction = _prediction(d, s)
     shape = draw_shape(d)
     sv, tv = draw_pair(d, s.pool, shape[0])
@@ -471,10 +477,15 @@ def gen_ddpm_step(d: Draw, dtype: str) -> Case:
 
 def gen_ddim_step(d: Draw, dtype: str) -> Case:
     eta = d.choice((0.0, 1.0, 0.5))
-    # With eta > 0 at abar_t = 0, sqrt(1 - abar_s - sigma^2) is the square root of an exact zero
-    # computed by cancellation: ~1e-8 either way, beyond any fixed tolerance. Not drawn.
-    s, shape, inputs, params, _ = _step_common(d, dtype, "ddim_step", positive_abar=eta > 0)
+    # eta > 0 at abar_t = 0 (zero terminal SNR) is drawn on purpose: spec 7.4's form of the eps
+    # coefficient is exactly 0 there, where 1 - abar_s - sigma^2 leaves ~1e-8 (forbidden).
+    s, shape, inputs, params, _ = _step_common(d, dtype, "ddim_step")
     params["eta"] = eta
+    last = s.sched.T - 1
+    if eta > 0 and last in s.pool and s.sched.abar[last] == 0.0 and d.choice((False, True)):
+        # Step from the terminal timestep itself (s < t still holds): the case 7.4 is written for.
+        t = params.get("t", inputs.get("t"))
+        _put(inputs, params, "t", last if isinstance(t, int) else np.full_like(t, last))
     out = d.normal(shape, 2.0)
     if d.choice((False, True)):  # variance channels are ignored
         out = np.concatenate([out, d.normal(shape)], axis=1)
@@ -515,9 +526,6 @@ def gen_sample(d: Draw, dtype: str) -> Case:
     params: dict = {"model": model, "shape": list(shape), "sampler": sampler, "prediction": prediction}
     if sampler == "ddim":
         params["eta"] = d.choice((0.0, 1.0, 0.5))
-        if params["eta"] > 0 and s.sched.abar[steps[0]] == 0:  # see gen_ddim_step
-            steps = steps[1:] if len(steps) > 1 else np.array([steps[0] - 1], dtype=np.int64)
-            inputs["timesteps"], inputs["noise"] = steps, inputs["noise"][1:]
     else:
         params["variance"] = d.choice(("fixed_small", "fixed_large"))
     clip, threshold = d.choice((None, 1.0)), d.choice((None, 0.995))

@@ -54,6 +54,12 @@ def _betas(name: str, T: int, p: dict[str, float]) -> np.ndarray:
     raise ValueError(f"unknown schedule {name!r}")
 
 
+def _round_half_even(a: np.ndarray, b: int) -> np.ndarray:
+    """Spec 6: a / b to the nearest integer, ties to even, in integers (no float quotient)."""
+    q, r = np.divmod(a, b)
+    return q + ((2 * r > b) | ((2 * r == b) & (q % 2 == 1)))
+
+
 def build_tables(name: str, T: int, zero_terminal_snr: bool, params: dict[str, float]) -> dict[str, np.ndarray]:
     """Spec 2.5 - 2.6: the float64 tables."""
     p = {**_DEFAULTS[name], **params}
@@ -113,10 +119,10 @@ class ExampleBackend:
         if spacing == "leading":
             return k * (T // N) + offset
         if spacing == "trailing":
-            return T - 1 - (np.arange(N, dtype=np.int64) * T) // N
+            return _round_half_even((k + 1) * T, N) - 1
         if N == 1:
             return np.array([T - 1], dtype=np.int64)
-        return (2 * (T - 1) * k + (N - 1)) // (2 * (N - 1))  # round half up, in integers
+        return _round_half_even((T - 1) * k, N - 1)
 
     # --- 3, 4: forward process and parameterisations ----------------------------------------------
 
@@ -255,8 +261,10 @@ class ExampleBackend:
             eps = self.eps_from_x0(sched, x_t, t, x0)
         a_s, a_t, _ = self._pair(sched, s, t)
         sigma = eta * np.sqrt((1.0 - a_s) / (1.0 - a_t)) * np.sqrt(1.0 - a_t / a_s)
-        x_s = self._col(np.sqrt(a_s), x_t.ndim) * x0 + self._col(np.sqrt(np.maximum(1.0 - a_s - sigma**2, 0.0)),
-                                                                   x_t.ndim) * eps
+        # 1 - abar_s - sigma^2 in spec 7.4's form: no term cancels, so it is exactly 0 at eta = 1,
+        # abar_t = 0 (the direct form leaves ~1e-8 there).
+        d = (1.0 - a_s) * ((1.0 - eta**2) + eta**2 * a_t * (1.0 - a_s) / (a_s * (1.0 - a_t)))
+        x_s = self._col(np.sqrt(a_s), x_t.ndim) * x0 + self._col(np.sqrt(d), x_t.ndim) * eps
         if eta == 0.0 or np.all(sigma == 0.0):
             return x_s
         return x_s + self._col(sigma, x_t.ndim) * self._x(noise)
