@@ -18,7 +18,9 @@ _METRIC_HINTS = {
     "velocity_residual": "lower is better",
     "coherent_fraction": "higher is better",
     "frechet_to_real": "lower is better",
+    "stats_gap": "lower is better",
 }
+_REAL_VIDEO_HINT = "closer to real is better"  # natural-video statistics (means, contrast, frame_diff, lag1_corr)
 
 
 
@@ -57,8 +59,14 @@ def register(app: typer.Typer) -> None:
             "--report", help="Write the JSON report here (atomically).")] = None,
         save_samples: Annotated[Path | None, typer.Option(
             "--save-samples", help="Also save the sampled clips: .npy array, or .gif grid preview.")] = None,
+        cache: Annotated[bool, typer.Option(
+            "--cache/--no-cache", help="Real-video checkpoints: cache the decoded held-out files.")] = True,
+        cache_dir: Annotated[Path | None, typer.Option(
+            "--cache-dir", help="Real-video checkpoints: cache folder (default: the training run's, else "
+                                "CKPT_FOLDER/cache).")] = None,
     ) -> None:
-        """Score samples with the moving-shapes metrics beside real held-out clips and clipped Gaussian noise.
+        """Score samples beside real held-out clips and clipped Gaussian noise: moving-shapes structure metrics, or
+        natural-video statistics for a checkpoint trained on real video (clips of files it never trained on).
 
         Exit status: 0 done, 2 bad input (missing/corrupt checkpoint, samples or feature file).
         """
@@ -67,6 +75,7 @@ def register(app: typer.Typer) -> None:
             require_extras("vdm eval --features FILE.onnx", "ort")
         from rich.console import Console
         from rich.table import Table
+        from vdm.backends.torch.data.video import report_warnings
         from vdm.backends.torch.devices import resolve_device
         from vdm.backends.torch.evaluation import EvalError, evaluate, write_report
         from vdm.backends.torch.training.checkpoint import CheckpointError
@@ -86,15 +95,17 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         try:
             dev = resolve_device(device)
-            if samples is None:
-                with err.status(f"sampling {num} clips ({sampler}, {steps} steps) ..."):
-                    rep = evaluate(ckpt=ckpt, num=num, options=options, seed=seed, device=str(dev),
-                                   features=features, feature_batch_size=batch_size, num_objects=num_objects,
-                                   use_ema=not raw, keep_videos=save_samples is not None)
-            else:
-                rep = evaluate(ckpt=ckpt, samples=samples, seed=seed, device=str(dev), features=features,
-                               feature_batch_size=batch_size, num_objects=num_objects,
-                               keep_videos=save_samples is not None)
+            real_video = {"cache": cache, "cache_dir": cache_dir}
+            with report_warnings(lambda m: typer.echo(m, err=True)):  # unusable held-out files, one line each
+                if samples is None:
+                    with err.status(f"sampling {num} clips ({sampler}, {steps} steps) ..."):
+                        rep = evaluate(ckpt=ckpt, num=num, options=options, seed=seed, device=str(dev),
+                                       features=features, feature_batch_size=batch_size, num_objects=num_objects,
+                                       use_ema=not raw, keep_videos=save_samples is not None, **real_video)
+                else:
+                    rep = evaluate(ckpt=ckpt, samples=samples, seed=seed, device=str(dev), features=features,
+                                   feature_batch_size=batch_size, num_objects=num_objects,
+                                   keep_videos=save_samples is not None, **real_video)
         except (CheckpointError, EvalError, ValueError) as exc:
             fail(str(exc))
             return
@@ -108,8 +119,10 @@ def register(app: typer.Typer) -> None:
         table.add_column("noise", justify="right")
         table.add_column("", style="dim")
         for m in metrics:
-            table.add_row(m, *(f"{rows[k][m]:.4f}" for k in ("samples", "real", "noise")), _METRIC_HINTS.get(m, ""))
+            hint = _METRIC_HINTS.get(m, "" if rep["settings"]["data_kind"] == "moving_shapes" else _REAL_VIDEO_HINT)
+            table.add_row(m, *(f"{rows[k][m]:.4f}" for k in ("samples", "real", "noise")), hint)
         Console().print(table)
+        Console().print(f"real clips: {rep['settings']['real_source']}", highlight=False)
         if rep.get("sample_seconds") is not None:
             Console().print(f"sampling took {rep['sample_seconds']:.1f} s", highlight=False)
         if save_samples is not None and videos is not None:

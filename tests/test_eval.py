@@ -215,3 +215,122 @@ def test_eval_checkpoint_end_to_end(tmp_path):
     rep2 = evaluate(ckpt=tmp_path / "run" / "last.safetensors", num=4, options=SamplingOptions(steps=3),
                     keep_videos=True)
     np.testing.assert_array_equal(rep2["videos"], samples)
+
+
+# --------------------------------------------------------------------------- natural-video statistics
+
+
+def test_per_frame_statistics_closed_forms():
+    from vdm.backends.torch.evaluation.video_stats import channel_means, frame_contrast, video_statistics
+
+    # Channel c, frame t: level m_c + 0.1 t plus a +-a_c checkerboard. Mean over frames t = 0..3 is m_c + 0.15;
+    # a +-a checkerboard has population std exactly a in every frame, whatever the frame's level.
+    m, a = np.array([-0.5, 0.0, 0.25]), np.array([0.1, 0.2, 0.3])
+    checker = np.where((np.arange(4)[:, None] + np.arange(4)[None]) % 2 == 0, 1.0, -1.0)
+    ramp = 0.1 * np.arange(4)
+    clip = m[:, None, None, None] + ramp[None, :, None, None] + a[:, None, None, None] * checker
+    videos = np.stack([clip, clip])
+    np.testing.assert_allclose(channel_means(videos), m + 0.15, atol=1e-12)
+    np.testing.assert_allclose(frame_contrast(videos), a, atol=1e-12)
+    stats = video_statistics(videos)
+    assert list(stats) == ["mean_r", "mean_g", "mean_b", "contrast_r", "contrast_g", "contrast_b", "frame_diff",
+                           "lag1_corr"]
+    assert stats["frame_diff"] == pytest.approx(0.1)  # every pixel rises by 0.1 per frame
+    assert list(video_statistics(videos[:, :1])) == ["mean", "contrast", "frame_diff", "lag1_corr"]
+
+
+def test_temporal_statistics():
+    from vdm.backends.torch.evaluation.video_stats import lag1_correlation, mean_abs_frame_difference
+
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.uniform(-1, 1, (3, 1, 1, 8, 8)), 5, axis=2)
+    assert lag1_correlation(still) == pytest.approx(1.0) and mean_abs_frame_difference(still) == 0.0
+    flip = still * (-1.0) ** np.arange(5)[None, None, :, None, None]
+    assert lag1_correlation(flip) == pytest.approx(-1.0)
+    # |x - (-x)| = 2 |x|, whose mean is 2 E|x| of the still image.
+    assert mean_abs_frame_difference(flip) == pytest.approx(2 * np.abs(still).mean())
+    noise = rng.standard_normal((8, 3, 6, 16, 16))
+    assert abs(lag1_correlation(noise)) < 0.03
+    # A second, plain implementation: NumPy's corrcoef of the (frame t, frame t+1) pairs.
+    mixed = 0.6 * noise + 0.4 * np.roll(noise, 1, axis=2)
+    pairs = np.corrcoef(mixed[:, :, :-1].ravel(), mixed[:, :, 1:].ravel())[0, 1]
+    assert lag1_correlation(mixed) == pytest.approx(pairs, rel=1e-10)
+    assert np.isnan(lag1_correlation(noise[:, :, :1])) and np.isnan(mean_abs_frame_difference(noise[:, :, :1]))
+
+
+def test_statistics_gap():
+    from vdm.backends.torch.evaluation.video_stats import statistics_gap
+
+    assert statistics_gap({"a": 1.0, "b": 0.5, "c": float("nan")}, {"a": 0.0, "b": 0.0, "c": 1.0}) == 0.75
+    assert statistics_gap({"a": 0.2}, {"a": 0.2}) == 0.0
+
+
+# --------------------------------------------------------------------------- vdm eval on a real-video checkpoint
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    """A 1-step run on a folder of 10 videos, each of one flat grey level (20 + 20 i), so a clip's level says
+    which file it came from; 30 % of the files held out."""
+    from helpers import MICRO_TRAIN_MODEL
+    from vdm.backends.media import write_video
+    from vdm.backends.torch.training import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("video_run")
+    root = base / "videos"
+    for i in range(10):
+        write_video(root / f"level {20 + 20 * i}.mp4", np.full((6, 16, 16, 3), 20 + 20 * i, np.uint8))
+    train(TrainConfig(data=f"folder:{root}", model=MICRO_TRAIN_MODEL, frames=4, size=8, batch_size=2, steps=1,
+                      heldout_fraction=0.3, preview_every=0, device="cpu", out_dir=str(base / "run")))
+    return root, base / "run" / "last.safetensors"
+
+
+def _levels(clips: np.ndarray) -> set[int]:
+    return {int(round((float(c.mean()) + 1) * 127.5 / 20)) * 20 for c in clips}
+
+
+def test_real_video_eval_uses_held_out_files_and_video_metrics(video_run, tmp_path):
+    from vdm.backends.torch.training.checkpoint import read_meta
+
+    root, ckpt = video_run
+    data = read_meta(ckpt)["data"]
+    held = data["options"]["heldout"]["files"]
+    assert held and data["num_videos"] == 10 - len(held)
+    held_levels = {int(name.split()[1].split(".")[0]) for name in held}
+    real = real_clips(data, 12, seed=0)
+    assert real.shape == (12, 3, 4, 8, 8)
+    assert _levels(real) == held_levels  # only held-out files, each of them (12 draws cycle over them)
+
+    samples = np.random.default_rng(0).uniform(-1, 1, (4, 3, 4, 8, 8)).astype(np.float32)
+    rep = evaluate(samples=samples, ckpt=ckpt)
+    rows = rep["rows"]
+    assert set(rows["samples"]) == {"mean_r", "mean_g", "mean_b", "contrast_r", "contrast_g", "contrast_b",
+                                    "frame_diff", "lag1_corr", "stats_gap"}
+    assert "held out" in rep["settings"]["real_source"] and rep["settings"]["data_kind"] == "folder"
+    # Flat held-out clips have no contrast and no motion; the uniform-noise samples have plenty.
+    assert rows["real"]["contrast_r"] < 0.02 and rows["samples"]["contrast_r"] > 0.4
+    assert rows["samples"]["stats_gap"] > rows["real"]["stats_gap"]
+    # The cache: the training run's by default; --no-cache leaves a given folder untouched.
+    assert rep["settings"]["cache_dir"] == data["cache_dir"]
+    evaluate(samples=samples, ckpt=ckpt, cache=False, cache_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    evaluate(samples=samples, ckpt=ckpt, cache_dir=tmp_path / "own")
+    assert len(list((tmp_path / "own").glob("*.npy"))) == len(held)
+
+
+def test_eval_cli_on_real_video(video_run, tmp_path):
+    import typer
+    from vdm.cli import eval as eval_cli
+
+    _, ckpt = video_run
+    np.save(tmp_path / "s.npy", np.zeros((3, 3, 4, 8, 8), np.float32))
+    app = typer.Typer()
+    eval_cli.register(app)
+    res = CliRunner().invoke(app, ["--samples", str(tmp_path / "s.npy"), "--ckpt", str(ckpt), "--report",
+                                   str(tmp_path / "r.json")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "lag1_corr" in res.output and "coherent_fraction" not in res.output
+    assert "real clips: " in res.output and "held out" in res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["rows"]["samples"]["lag1_corr"] is None  # constant clips: undefined, written as null
+    assert rep["settings"]["metrics"].startswith("natural-video statistics")
