@@ -293,6 +293,24 @@ def test_oracle_converges_at_first_order() -> None:
         assert d200 < 0.015
 
 
+def test_guidance_with_the_exact_precision_is_the_exact_conditional_denoiser() -> None:
+    """Spec 18.5: with Cov(x^b | z)^-1 in place of w_r (alpha / sigma)^2 I, the guidance correction
+    (sigma^2 / alpha) J_ba^T Cov(x^b | z)^-1 (x^b - x0_hat^b) gives E[x^a | z^a, x^b] exactly (the
+    score of q(x^b | z) is exact for Gaussian data), which the oracle computes another way."""
+    rng = np.random.default_rng(8)
+    for observed in CASES.values():
+        a, b = generated(observed), np.asarray(observed)
+        z, x_obs = rng.standard_normal((2, 1, 1, F))
+        for alpha, sigma in ((0.3, 0.95), (0.9, 0.4), (0.995, 0.1)):
+            k = cond.gp_denoiser_matrix(COV, alpha, sigma)
+            post_cov = sigma**2 * np.linalg.solve(alpha**2 * COV + sigma**2 * np.eye(F), COV)  # Cov(x | z)
+            x0 = k @ z[0, 0]
+            correction = sigma**2 / alpha * k[np.ix_(b, a)].T @ np.linalg.solve(post_cov[np.ix_(b, b)],
+                                                                                x_obs[0, 0, b] - x0[b])
+            want = oracle_denoiser(x_obs, observed)(z, alpha, sigma)[0, 0, a]
+            np.testing.assert_allclose(x0[a] + correction, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_guidance_approaches_the_conditional_and_replacement_does_not(case: str) -> None:
     observed = CASES[case]
@@ -407,8 +425,25 @@ def table(n: int = 50) -> str:
     return "\n".join(lines)
 
 
+def solver_table(n: int = 20) -> str:
+    """W2 per deterministic solver of vdm_ref.SOLVERS (extension / interpolation)."""
+    methods = (("unconditional", 0.0), ("replacement", 0.0), ("guidance", 1.0), ("guidance", 5.0),
+               ("guidance", 10.0), ("oracle", 0.0))
+    head = ["unconditional", "replacement", "w_r = 1", "w_r = 5", "w_r = 10", "oracle"]
+    lines = ["| solver | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for solver, row in vdm_ref.SOLVERS.items():
+        if row.order == 0:
+            continue
+        cells = [" / ".join(f"{distance(m, obs, n, w, solver=solver):.3f}" for obs in CASES.values())
+                 for m, w in methods]
+        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     for steps in (50, 200):
         print(f"\nDDIM, {steps} steps, F = {F}, rho = {RHO}, extension b = {EXTENSION}, "
               f"interpolation b = {INTERPOLATION}")
         print(table(steps))
+    print("\nEvery deterministic solver, 20 steps, extension / interpolation")
+    print(solver_table(20))
