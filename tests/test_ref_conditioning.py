@@ -87,7 +87,7 @@ def run(method: str, observed: tuple[int, ...], z_init: np.ndarray, x_obs: np.nd
     """Sample with the plain DDIM above, or with a solver of vdm_ref.SOLVERS (section 17)."""
     sampler = conditional_sampler(method, observed, x_obs, noise, weight)
     if solver:
-        x = vdm_ref.solve(cond.on_grid(sampler, *levels), z_init, *levels, solver=solver)
+        x = vdm_ref.solve(cond.denoiser_on_grid(sampler, *levels), z_init, *levels, solver=solver)
     else:
         x = ddim(sampler, *levels, z_init)
     return cond.keep_observed(x, x_obs, cond.frame_mask(F, observed))
@@ -362,7 +362,7 @@ def test_same_samples_on_every_noise_process(family: str) -> None:
 
 @pytest.mark.parametrize("solver", [name for name, row in vdm_ref.SOLVERS.items() if row.order > 0])
 def test_every_solver(solver: str) -> None:
-    """Spec 18.4: the wrappers drive every deterministic solver of section 17 through on_grid; the
+    """Spec 18.4: the wrappers drive every deterministic solver of section 17 through denoiser_on_grid; the
     ordering of the methods holds for each, and the oracle shows the solver's own accuracy."""
     for observed in CASES.values():
         replacement = distance("replacement", observed, 20, solver=solver)
@@ -374,7 +374,7 @@ def test_every_solver(solver: str) -> None:
 
 
 def test_composes_with_the_sampling_loop_of_7_6() -> None:
-    """vp_model turns a wrapped denoiser into the x0-prediction model of vdm_ref.sample (DDIM)."""
+    """denoiser_as_vp_model turns a wrapped denoiser into the x0-prediction model of vdm_ref.sample (DDIM)."""
     sched = vdm_ref.make_schedule("cosine", 1000)
     steps = vdm_ref.inference_timesteps(1000, 20, "trailing")
     rng = np.random.default_rng(6)
@@ -384,7 +384,8 @@ def test_composes_with_the_sampling_loop_of_7_6() -> None:
     denoise, vjp = cond.gp_denoiser(COV)
     mask = cond.frame_mask(F, EXTENSION)
     guided = cond.with_reconstruction_guidance(denoise, vjp, x_obs, mask, np.array([0.0, 5.0]))
-    got = vdm_ref.sample(cond.vp_model(guided, sched), sched, steps, shape, zs, sampler="ddim", prediction="x0")
+    got = vdm_ref.sample(cond.denoiser_as_vp_model(guided, sched), sched, steps, shape, zs,
+                         sampler="ddim", prediction="x0")
     abar = np.append(sched.abar_at(steps), 1.0)
     want = ddim(guided, np.sqrt(abar), np.sqrt(1.0 - abar), zs[0])
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

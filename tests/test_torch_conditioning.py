@@ -162,7 +162,7 @@ def test_gp_samples_match_the_reference(method: str) -> None:
 
 
 def test_torch_sampling_loop_matches_the_reference_loop() -> None:
-    """vp_model: guidance inside ops.sample (DDIM, x0 prediction, under no_grad) equals vdm_ref.sample."""
+    """denoiser_as_vp_model: guidance inside ops.sample (DDIM, x0 prediction, under no_grad) equals vdm_ref.sample."""
     steps = 15
     rng = np.random.default_rng(3)
     shape = (2, 1, F, 2, 2)
@@ -172,12 +172,13 @@ def test_torch_sampling_loop_matches_the_reference_loop() -> None:
     weight = np.array([3.0, 8.0])
     ref_sched = vdm_ref.make_schedule("cosine", 1000)
     ref_den, ref_vjp = cond.gp_denoiser(COV)
-    ref_model = cond.vp_model(cond.with_reconstruction_guidance(ref_den, ref_vjp, x_obs, mask, weight), ref_sched)
+    ref_guided = cond.with_reconstruction_guidance(ref_den, ref_vjp, x_obs, mask, weight)
+    ref_model = cond.denoiser_as_vp_model(ref_guided, ref_sched)
     want = vdm_ref.sample(ref_model, ref_sched, vdm_ref.inference_timesteps(1000, steps, "trailing"), shape, zs,
                           sampler="ddim", prediction="x0")
     sched = ops.make_schedule("cosine", 1000, dtype=torch.float64)
-    model = tcond.vp_model(tcond.with_reconstruction_guidance(torch_gp_denoiser(COV), t(x_obs), t(mask), t(weight)),
-                           sched)
+    guided = tcond.with_reconstruction_guidance(torch_gp_denoiser(COV), t(x_obs), t(mask), t(weight))
+    model = tcond.denoiser_as_vp_model(guided, sched)
     got = ops.sample(model, sched, ops.inference_timesteps(1000, steps, "trailing"), shape, t(zs),
                      sampler="ddim", prediction="x0")
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)

@@ -154,7 +154,7 @@ def with_reconstruction_guidance(
 # ---------------------------------------------------------------------- 18.4 / 18.6 the loop ends
 
 
-def vp_model(denoise: Denoiser, sched: Schedule) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def denoiser_as_vp_model(denoise: Denoiser, sched: Schedule) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Spec 18.4: a (wrapped) denoiser as the x0-prediction model of the 7.6 loop on a vp schedule,
     alpha = sqrt(abar_t), sigma = sqrt(1 - abar_t); run ``sample(.., prediction="x0")``."""
 
@@ -165,7 +165,7 @@ def vp_model(denoise: Denoiser, sched: Schedule) -> Callable[[np.ndarray, np.nda
     return model
 
 
-def on_grid(denoise: Denoiser, alphas: object, sigmas: object) -> Callable[[np.ndarray, int], np.ndarray]:
+def denoiser_on_grid(denoise: Denoiser, alphas: object, sigmas: object) -> Callable[[np.ndarray, int], np.ndarray]:
     """Spec 18.4: a (wrapped) denoiser as the level-indexed ``denoise(x, i)`` of the solvers
     (section 17), evaluated at (alphas[i], sigmas[i]) of the solver's grid."""
     a, s = _checks.as_float64("alphas", alphas), _checks.as_float64("sigmas", sigmas)

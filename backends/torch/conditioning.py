@@ -164,7 +164,7 @@ def with_reconstruction_guidance(
 # ---------------------------------------------------------------------- 18.4 / 18.6 the loop ends
 
 
-def vp_model(denoise: Denoiser, sched: TorchSchedule) -> Callable[[Tensor, Tensor], Tensor]:
+def denoiser_as_vp_model(denoise: Denoiser, sched: TorchSchedule) -> Callable[[Tensor, Tensor], Tensor]:
     """Spec 18.4: a (wrapped) denoiser as the x0-prediction model of the 7.6 loop on a vp schedule,
     alpha = sqrt(abar_t), sigma = sqrt(1 - abar_t) per sample; run ``sample(.., prediction="x0")``."""
 
@@ -174,7 +174,7 @@ def vp_model(denoise: Denoiser, sched: TorchSchedule) -> Callable[[Tensor, Tenso
     return model
 
 
-def on_grid(denoise: Denoiser, alphas: Sequence[float] | Tensor, sigmas: Sequence[float] | Tensor
+def denoiser_on_grid(denoise: Denoiser, alphas: Sequence[float] | Tensor, sigmas: Sequence[float] | Tensor
             ) -> Callable[[Tensor, int], Tensor]:
     """Spec 18.4: a (wrapped) denoiser as a solver's level-indexed ``denoise(x, i)`` (section 17)."""
     a = [float(v) for v in alphas]  # host numbers: one grid, read once
