@@ -20,7 +20,7 @@ from .diffusion import (
 )
 from .diffusion import posterior_log_variance_clipped as _post_logvar
 from .diffusion import velocity as _velocity
-from .processes import SIGMA_DATA, check_alpha_sigma, from_x0_eps
+from .processes import SIGMA_DATA, check_alpha_sigma, check_sigma_data, from_x0_eps
 from .schedules import Schedule
 from .sigmas import flow_shift
 
@@ -288,9 +288,7 @@ def edm_loss_weight(sigma: object, sigma_data: float = SIGMA_DATA) -> np.ndarray
     s = _checks.as_float64("sigma", sigma)
     if np.any(s <= 0):
         raise ValueError("argument 'sigma' must be > 0")
-    sd = float(sigma_data)
-    if not (math.isfinite(sd) and sd > 0):
-        raise ValueError(f"argument 'sigma_data' must be a finite number > 0, got {sigma_data!r}")
+    sd = check_sigma_data(sigma_data)
     return (s * s + sd * sd) / (s * sd) ** 2
 
 
@@ -329,9 +327,7 @@ def process_min_snr_weight(alpha: object, sigma: object, prediction: str, gamma:
     if prediction not in _MIN_SNR:
         raise ValueError(f"argument 'prediction': unknown prediction {prediction!r}; choose one of {tuple(_MIN_SNR)}")
     a, s = check_alpha_sigma(alpha, sigma)
-    sd = float(sigma_data)
-    if not (math.isfinite(sd) and sd > 0):
-        raise ValueError(f"argument 'sigma_data' must be a finite number > 0, got {sigma_data!r}")
+    sd = check_sigma_data(sigma_data)
     return _MIN_SNR[prediction](a, s, float(gamma), sd)
 
 

@@ -142,7 +142,8 @@ def _prediction(prediction: str) -> Prediction:
     return PREDICTION_TYPES[prediction]
 
 
-def _sigma_data(sigma_data: float) -> float:
+def check_sigma_data(sigma_data: float) -> float:
+    """Spec 14.5: sigma_data is a finite number > 0."""
     if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data) and sigma_data > 0):
         raise ValueError(f"argument 'sigma_data' must be a finite number > 0, got {sigma_data!r}")
     return float(sigma_data)
@@ -181,7 +182,7 @@ def to_x0_eps(x: np.ndarray, alpha: object, sigma: object, out: np.ndarray, pred
     x, out = _checks.as_float64("x", x), _checks.as_float64("out", out)
     _checks.same_shape(x=x, out=out)
     a, s = check_alpha_sigma(alpha, sigma)
-    c = _prediction(prediction).to_x0_eps(a, s, _sigma_data(sigma_data))
+    c = _prediction(prediction).to_x0_eps(a, s, check_sigma_data(sigma_data))
     x0_x, x0_out, eps_x, eps_out = _per_sample(x, *c)
     return x0_x * x + x0_out * out, eps_x * x + eps_out * out
 
@@ -192,7 +193,7 @@ def from_x0_eps(x0: np.ndarray, eps: np.ndarray, alpha: object, sigma: object, p
     x0, eps = _checks.as_float64("x0", x0), _checks.as_float64("eps", eps)
     _checks.same_shape(x0=x0, eps=eps)
     a, s = check_alpha_sigma(alpha, sigma)
-    c_x0, c_eps = _per_sample(x0, *_prediction(prediction).target(a, s, _sigma_data(sigma_data)))
+    c_x0, c_eps = _per_sample(x0, *_prediction(prediction).target(a, s, check_sigma_data(sigma_data)))
     return c_x0 * x0 + c_eps * eps
 
 
@@ -213,7 +214,7 @@ def edm_preconditioning(sigma: object, sigma_data: float = SIGMA_DATA, predictio
     c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4."""
     s = _checks.as_float64("sigma", sigma)
     _need(s > 0, f"argument 'sigma' must be > 0 for EDM preconditioning (ln sigma), got {s.min()}")
-    sd = _sigma_data(sigma_data)
+    sd = check_sigma_data(sigma_data)
     c = _prediction(prediction).to_x0_eps(np.ones_like(s), s, sd)
     return c.x0_x, c.x0_out, 1.0 / np.sqrt(s * s + sd * sd), np.log(s) / 4.0
 
@@ -304,12 +305,12 @@ def alpha_sigma(family: str, level: object, *, sched: Schedule | None = None) ->
 
 def network_condition(family: str, level: object, *, sigma_data: float = SIGMA_DATA) -> np.ndarray:
     """Spec 14.2: what the network is conditioned on at ``level``: t (vp), 1000 s (flow), ln(sigma)/4 (edm)."""
-    return _family(family).condition(level, _sigma_data(sigma_data))
+    return _family(family).condition(level, check_sigma_data(sigma_data))
 
 
 def input_scale(family: str, level: object, *, sigma_data: float = SIGMA_DATA) -> np.ndarray:
     """Spec 14.2: the factor applied to x before the network: 1 (vp, flow) or c_in (edm)."""
-    return _family(family).input_scale(level, _sigma_data(sigma_data))
+    return _family(family).input_scale(level, check_sigma_data(sigma_data))
 
 
 # --- 14.6 The link between families ----------------------------------------------------------
@@ -380,7 +381,7 @@ class Process:
         if self.prediction not in fam.predictions:
             raise ValueError(f"argument 'prediction': the {self.family} family trains with {fam.predictions}, "
                              f"not {self.prediction!r}")
-        _sigma_data(self.sigma_data)
+        check_sigma_data(self.sigma_data)
         lo, hi = self.sigma_min, self.sigma_max
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
             raise ValueError(f"arguments 'sigma_min' and 'sigma_max' need 0 < sigma_min < sigma_max (finite), "

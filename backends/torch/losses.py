@@ -1,4 +1,4 @@
-"""Spec section 8 on torch tensors: training objectives.
+"""Spec sections 8 and 16 on torch tensors: training objectives.
 
 Mirrors ``vdm_ref.losses``. Losses are per-sample (B,) vectors in the arithmetic dtype (float64 for
 float64 data, float32 otherwise, so half-precision models still get a float32 loss); everything is
@@ -8,6 +8,8 @@ differentiable, and no loss reads tensor values on the host.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +27,9 @@ from .diffusion import (
     q_sample,
     split_model_output,
 )
+from .processes import SIGMA_DATA, check_alpha_sigma, check_sigma_data, from_x0_eps
 from .schedules import TorchSchedule
+from .sigmas import flow_shift
 
 _LOG2 = math.log(2.0)
 
@@ -209,3 +213,145 @@ __all__ = [
     "training_target", "min_snr_weight", "mean_flat", "simple_loss", "normal_kl", "std_normal_cdf",
     "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
 ]
+
+
+# --- Spec section 16: training objectives for every noise process --------------------------------
+
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2  # Karras et al. 2022, Table 1 (restated, as vdm_ref)
+
+
+def _uniform(u: Any, *, open_left: bool = False) -> tuple[Tensor, torch.dtype]:
+    """Uniform draws as float64 and the dtype results take (u's floating dtype; float64 for numbers)."""
+    res = u.dtype if isinstance(u, Tensor) and u.is_floating_point() else torch.float64
+    u64 = torch.as_tensor(u).to(torch.float64)
+    bad = (u64 <= 0) if open_left else (u64 < 0)
+    if _checks.inspect(u64) and bool((bad | (u64 >= 1) | torch.isnan(u64)).any()):
+        raise ValueError("argument 'u' must lie in (0, 1): u = 0 would give sigma = 0" if open_left
+                         else "argument 'u' must lie in [0, 1) (uniform draws)")
+    return u64, res
+
+
+def normal_quantile(u: Any) -> Tensor:
+    """Spec 16.1: Phi^-1(u) for u in [0, 1) (-inf at 0), in float64 (torch.special.ndtri)."""
+    u64, res = _uniform(u)
+    return torch.special.ndtri(u64).to(res)
+
+
+def flow_level_uniform(u: Tensor) -> Tensor:
+    """Spec 16.1 uniform: s = u."""
+    return u.clone()
+
+
+def flow_level_logit_normal(u: Tensor, m: float, s: float) -> Tensor:
+    """Spec 16.1 logit_normal(m, s): s = sigmoid(m + s Phi^-1(u))."""
+    if not (math.isfinite(m) and math.isfinite(s) and s > 0):
+        raise ValueError(f"logit_normal needs a finite 'm' and 's' > 0, got m={m}, s={s}")
+    return torch.sigmoid(m + s * torch.special.ndtri(u))
+
+
+def flow_level_mode(u: Tensor, scale: float) -> Tensor:
+    """Spec 16.1 mode(scale): s = 1 - u - scale (cos^2(pi u / 2) - 1 + u)."""
+    if not -1.0 <= scale <= 2.0 / (math.pi - 2.0):
+        raise ValueError(f"mode needs -1 <= 'scale' <= 2 / (pi - 2) (monotone), got {scale}")
+    return 1.0 - u - scale * (torch.cos(0.5 * math.pi * u) ** 2 - 1.0 + u)
+
+
+FLOW_DENSITIES: dict[str, Callable[..., Tensor]] = {
+    "uniform": flow_level_uniform,
+    "logit_normal": flow_level_logit_normal,
+    "mode": flow_level_mode,
+}
+FLOW_DENSITY_PARAMS: dict[str, dict[str, float]] = {
+    "uniform": {}, "logit_normal": {"m": 0.0, "s": 1.0}, "mode": {"scale": 1.29},
+}
+
+
+def flow_level_from_uniform(u: Any, density: str = "uniform", shift: float = 1.0, **params: float) -> Tensor:
+    """Spec 16.1: flow training levels from uniform draws: the density's map, then the 15.2 shift once."""
+    if density not in FLOW_DENSITIES:
+        raise ValueError(f"argument 'density': unknown density {density!r}; choose one of {tuple(FLOW_DENSITIES)}")
+    unknown = set(params) - set(FLOW_DENSITY_PARAMS[density])
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for density {density!r}; "
+                         f"it takes {sorted(FLOW_DENSITY_PARAMS[density])}")
+    u64, res = _uniform(u)
+    s = FLOW_DENSITIES[density](u64, **{**FLOW_DENSITY_PARAMS[density], **{k: float(v) for k, v in params.items()}})
+    s = s.clamp(0.0, 1.0)
+    return (s if shift == 1.0 else flow_shift(s, shift)).to(res)
+
+
+def edm_sigma_from_uniform(u: Any, p_mean: float = EDM_P_MEAN, p_std: float = EDM_P_STD) -> Tensor:
+    """Spec 16.1: ln(sigma) = P_mean + P_std Phi^-1(u), u in (0, 1)."""
+    u64, res = _uniform(u, open_left=True)
+    if not (math.isfinite(p_mean) and math.isfinite(p_std) and p_std > 0):
+        raise ValueError(f"arguments 'p_mean' (finite) and 'p_std' (> 0) required, got {p_mean}, {p_std}")
+    return torch.exp(p_mean + p_std * torch.special.ndtri(u64)).to(res)
+
+
+def vp_timestep_from_uniform(u: Any, T: int) -> Tensor:
+    """Spec 16.1: t = min(floor(u T), T - 1) (int64)."""
+    u64, _ = _uniform(u)
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise ValueError(f"argument 'T' must be an integer >= 2, got {T!r}")
+    return torch.clamp(torch.floor(u64 * T), max=T - 1).to(torch.int64)
+
+
+def edm_loss_weight(sigma: Any, sigma_data: float = SIGMA_DATA) -> Tensor:
+    """Spec 16.3: lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2."""
+    res = sigma.dtype if isinstance(sigma, Tensor) and sigma.is_floating_point() else torch.float64
+    s = torch.as_tensor(sigma).to(torch.float64)
+    if _checks.inspect(s) and bool((s <= 0).any()):
+        raise ValueError("argument 'sigma' must be > 0")
+    sd = check_sigma_data(sigma_data)
+    return ((s * s + sd * sd) / (s * sd) ** 2).to(res)
+
+
+def _msnr_eps(a: Tensor, s: Tensor, g: float, sd: float) -> Tensor:
+    return torch.clamp(g * s * s / (a * a), max=1.0)  # 1 at alpha = 0
+
+
+def _msnr_x0(a: Tensor, s: Tensor, g: float, sd: float) -> Tensor:
+    return torch.clamp(a * a / (s * s), max=g)  # gamma at sigma = 0
+
+
+def _msnr_v(a: Tensor, s: Tensor, g: float, sd: float) -> Tensor:
+    return torch.minimum(a * a, g * s * s) / (a * a + s * s)
+
+
+def _msnr_flow(a: Tensor, s: Tensor, g: float, sd: float) -> Tensor:
+    return torch.minimum(a * a, g * s * s) / (a + s) ** 2
+
+
+def _msnr_edm(a: Tensor, s: Tensor, g: float, sd: float) -> Tensor:
+    return sd * sd * torch.minimum(a * a, g * s * s) / (s * s + sd * sd * a * a)
+
+
+_MIN_SNR = {"eps": _msnr_eps, "x0": _msnr_x0, "v": _msnr_v, "flow": _msnr_flow, "edm": _msnr_edm}
+
+
+def process_min_snr_weight(alpha: Any, sigma: Any, prediction: str, gamma: float = 5.0, *,
+                           sigma_data: float = SIGMA_DATA) -> Tensor:
+    """Spec 16.4: min(SNR, gamma) c^2 on the MSE of ``prediction`` (SNR = alpha^2 / sigma^2), float64
+    computed, returned in alpha's floating dtype (float64 for numbers)."""
+    if not gamma > 0:
+        raise ValueError(f"argument 'gamma' must be > 0, got {gamma}")
+    if prediction not in _MIN_SNR:
+        raise ValueError(f"argument 'prediction': unknown prediction {prediction!r}; choose one of {tuple(_MIN_SNR)}")
+    res = alpha.dtype if isinstance(alpha, Tensor) and alpha.is_floating_point() else torch.float64
+    a, s = check_alpha_sigma(alpha, sigma)
+    return _MIN_SNR[prediction](a, s, float(gamma), check_sigma_data(sigma_data)).to(res)
+
+
+def process_simple_loss(x0: Tensor, noise: Tensor, alpha: Any, sigma: Any, pred: Tensor, prediction: str, *,
+                        sigma_data: float = SIGMA_DATA, min_snr_gamma: float | None = None) -> Tensor:
+    """Spec 16.2: w * mean((pred - target)^2) per sample, target of 14.3, w = 1 or 16.4. Differentiable."""
+    target = from_x0_eps(x0, noise, alpha, sigma, prediction, sigma_data=sigma_data)
+    pred = _checks.data("pred", pred)
+    _checks.same_shape(target=target, pred=pred)
+    op = torch.promote_types(_checks.dtypes(target)[1], _checks.dtypes(pred)[1])
+    loss = mean_flat((pred.to(op) - target.to(op)) ** 2)
+    if min_snr_gamma is not None:
+        a, s = check_alpha_sigma(alpha, sigma, loss.device)
+        w = process_min_snr_weight(a, s, prediction, min_snr_gamma, sigma_data=sigma_data)
+        loss = loss * w.to(op)
+    return loss
