@@ -78,7 +78,7 @@ def test_masks_and_frame_sets_mirror_the_reference() -> None:
     for frames, given, factor in ((8, 2, 3), (9, 4, 4), (5, 1, 2)):
         assert tcond.extension_frames(frames, given) == cond.extension_frames(frames, given)
         assert tcond.interpolation_frames(frames, factor) == cond.interpolation_frames(frames, factor)
-    for observed in ((0, 3), [(0,), (1, 3)]):
+    for observed in ((0, 3), [(0,), (1, 3)], np.array([1, 2])):
         np.testing.assert_array_equal(tcond.frame_mask(4, observed, 4).numpy(), cond.frame_mask(4, observed, 4))
     with pytest.raises(ValueError, match="observed"):
         tcond.frame_mask(4, (4,))

@@ -11,6 +11,7 @@ independently (no batch statistics, no attention across the batch), as vdm's net
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -54,7 +55,7 @@ def frame_mask(
 ) -> Tensor:
     """Spec 18.1: m = 1 on observed frames, 0 on generated ones, shaped (B, 1, F, 1, ..) for a
     (B, C, F, ...) latent of rank ``ndim``; one index list (B = 1) or one list per sample."""
-    rows = [observed] if all(isinstance(i, int) for i in observed) else list(observed)
+    rows = [observed] if all(isinstance(i, numbers.Integral) for i in observed) else list(observed)
     mask = torch.zeros((len(rows), 1, frames) + (1,) * (ndim - 3), dtype=dtype)
     for row, idx in enumerate(rows):
         idx = [int(i) for i in idx]
