@@ -13,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
+import vdm_ref
+
 from .errors import fail, require_extras
+
+# Help texts of the noise-process options, read from the reference's tables (spec 14.1, 16.1).
+_PREDICTIONS_BY_PROCESS = "; ".join(f"{name}: {', '.join(f.predictions)}" for name, f in vdm_ref.FAMILIES.items())
+_DENSITY_PARAMS = "; ".join(f"{d}: {', '.join(f'{k}={v:g}' for k, v in p.items()) or 'none'}"
+                            for d, p in vdm_ref.FLOW_DENSITY_PARAMS.items())
 
 _EPILOG = (
     "Outputs in OUT: config.json, metrics.csv, loss.png, last.safetensors, checkpoints/step_*.safetensors, "
@@ -99,15 +106,36 @@ def register(app: typer.Typer) -> None:
         zero_terminal_snr: Annotated[bool | None, typer.Option(
             "--zero-terminal-snr/--no-zero-terminal-snr", help="Rescale the schedule to zero terminal SNR. "
             "(default: off)")] = None,
+        process: Annotated[str | None, typer.Option(
+            help=f"Noise process family (spec 14): {', '.join(vdm_ref.FAMILIES)}. (default: vp)")] = None,
         prediction: Annotated[str | None, typer.Option(
-            help="Network target: eps, x0 or v. (default: eps)")] = None,
+            help=f"Network target, one the --process trains with ({_PREDICTIONS_BY_PROCESS}); unset = the "
+                 "first of its list.")] = None,
         learn_sigma: Annotated[bool | None, typer.Option(
             "--learn-sigma/--no-learn-sigma", help="Learn the variance (2C outputs) with the hybrid loss. "
             "(default: off)")] = None,
         hybrid_lambda: Annotated[float | None, typer.Option(
             help="Weight of the VLB term in the hybrid loss. (default: 0.001)")] = None,
         min_snr_gamma: Annotated[float | None, typer.Option(
-            help="Min-SNR-gamma loss weighting (e.g. 5); unset = uniform weights.")] = None,
+            help="Min-SNR-gamma loss weighting (e.g. 5), any process (spec 16.4; replaces EDM's weight); unset = "
+                 "uniform weights (EDM's own on edm).")] = None,
+        flow_density: Annotated[str | None, typer.Option(
+            help=f"Flow: density of the training noise levels s (spec 16.1): {', '.join(vdm_ref.FLOW_DENSITIES)}. "
+                 "(default: uniform)")] = None,
+        flow_density_param: Annotated[list[str] | None, typer.Option(
+            "--flow-density-param", "--flow-density-params", metavar="KEY=VALUE",
+            help=f"Flow: a parameter of the density, e.g. --flow-density-param m=0.5 (defaults: {_DENSITY_PARAMS}). "
+                 "Repeatable.")] = None,
+        flow_shift: Annotated[float | None, typer.Option(
+            help="Flow: time shift of the training levels, shift s / (1 + (shift - 1) s), applied once; 1 = none. "
+                 "(default: 1)")] = None,
+        sigma_data: Annotated[float | None, typer.Option(
+            help="EDM: the data standard deviation its preconditioning and loss weight assume. (default: 0.5)")]
+            = None,
+        edm_p_mean: Annotated[float | None, typer.Option(
+            help="EDM: mean of ln(sigma) over training levels. (default: -1.2)")] = None,
+        edm_p_std: Annotated[float | None, typer.Option(
+            help="EDM: standard deviation of ln(sigma) over training levels. (default: 1.2)")] = None,
         conditional: Annotated[bool | None, typer.Option(
             "--conditional/--unconditional", help="Class-conditional training on the dataset's labels. "
             "(default: unconditional)")] = None,
@@ -179,7 +207,10 @@ def register(app: typer.Typer) -> None:
                 "cache": cache, "fps": fps, "heldout_fraction": heldout_fraction,
                 "schedule": schedule, "timesteps": timesteps,
                 "schedule_params": _kv(schedule_param, "--schedule-param"),
-                "zero_terminal_snr": zero_terminal_snr, "prediction": prediction, "learn_sigma": learn_sigma,
+                "zero_terminal_snr": zero_terminal_snr, "process": process, "prediction": prediction,
+                "learn_sigma": learn_sigma, "flow_density": flow_density,
+                "flow_density_params": _kv(flow_density_param, "--flow-density-param"), "flow_shift": flow_shift,
+                "sigma_data": sigma_data, "edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std,
                 "hybrid_lambda": hybrid_lambda, "min_snr_gamma": min_snr_gamma, "conditional": conditional,
                 "label_dropout": label_dropout, "batch_size": batch_size, "steps": steps, "lr": lr,
                 "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,

@@ -8,7 +8,9 @@ File format (one ``*.safetensors`` file):
 - safetensors metadata key ``"vdm"``: JSON with ``spec_version``, ``model_config``
   (the architecture config's ``to_dict()``), ``architecture`` (a row of models.ARCHITECTURES;
   absent = the U-Net), ``schedule`` ({name, T, params, zero_terminal_snr}), ``prediction``,
-  ``variance``, ``num_classes``, ``data``, ``train``, ``step``, ``optimizer`` (class, and the
+  ``variance``, ``process`` (``vdm_ref.Process.to_dict()``, spec 14.7; its prediction is
+  ``prediction``; absent in files written before spec 2: the vp process), ``num_classes``,
+  ``data``, ``train``, ``step``, ``optimizer`` (class, and the
   state-dict structure with tensors replaced by ``{"__tensor__": key}``), ``rng`` (NumPy and
   Python RNG states) and ``created``.
 
@@ -42,6 +44,21 @@ META_KEY = "vdm"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, foreign, from another spec major version or inconsistent."""
+
+
+def process_of(meta: Mapping[str, Any]) -> vdm_ref.Process:
+    """The noise process a checkpoint's meta records (spec 14.7). Meta without ``process`` (written
+    before spec 2) is the vp process with its ``prediction``. Raises ValueError when the record is
+    invalid or disagrees with ``prediction``."""
+    record = meta.get("process")
+    if record is None:
+        return vdm_ref.Process("vp", meta.get("prediction") or "")
+    if not isinstance(record, Mapping):
+        raise ValueError(f"'process' must be a table of {sorted(vdm_ref.Process.__dataclass_fields__)}, got {record!r}")
+    process = vdm_ref.Process.from_dict(dict(record))
+    if "prediction" in meta and meta["prediction"] != process.prediction:
+        raise ValueError(f"'prediction' {meta['prediction']!r} disagrees with the process's {process.prediction!r}")
+    return process
 
 
 @dataclass
@@ -163,6 +180,10 @@ def checkpoint_bytes(
         for name, value in _state_of(source).items():
             tensors[f"{prefix}.{name}"] = value.detach().to("cpu").contiguous().clone()
     full_meta = {"spec_version": vdm_ref.SPEC_VERSION, **meta}
+    try:
+        full_meta["process"] = process_of(full_meta).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint meta: {one_line(exc)}") from None
     full_meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if optimizer is not None:
         state = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
@@ -227,6 +248,10 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta, dict) or "model_config" not in meta:
         raise CheckpointError(f"{path}: the '{META_KEY}' metadata has no model_config; not a vdm checkpoint")
     _check_spec_version(path, meta.get("spec_version"))
+    try:
+        meta["process"] = process_of(meta).to_dict()  # older files: the vp process, so readers need no fallback
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid noise process ({one_line(exc)})") from None
     return meta
 
 

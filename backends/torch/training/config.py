@@ -49,10 +49,17 @@ class TrainConfig:
     timesteps: int = 1000  # T
     schedule_params: dict[str, float] = field(default_factory=dict)  # e.g. {"beta_end": 0.02}
     zero_terminal_snr: bool = False
-    prediction: str = "eps"  # "eps" | "x0" | "v"
-    learn_sigma: bool = False  # learned variance: 2C outputs and the hybrid loss
+    process: str = "vp"  # noise process family, a row of vdm_ref.FAMILIES: "vp" | "flow" | "edm" (spec 14.1)
+    prediction: str = ""  # network target, one its family trains with (spec 14.3); "" = the family's default
+    learn_sigma: bool = False  # learned variance (vp only): 2C outputs and the hybrid loss
     hybrid_lambda: float = 0.001  # weight of the VLB term of the hybrid loss
-    min_snr_gamma: float | None = None  # min-SNR-gamma loss weighting (e.g. 5.0); None = off
+    min_snr_gamma: float | None = None  # min-SNR-gamma loss weighting (e.g. 5.0; spec 8.2, 16.4); None = off
+    flow_density: str = "uniform"  # flow: training-level density, a row of vdm_ref.FLOW_DENSITIES (spec 16.1)
+    flow_density_params: dict[str, float] = field(default_factory=dict)  # e.g. {"m": 0.0, "s": 1.0}; {} = defaults
+    flow_shift: float = 1.0  # flow: time shift of the training levels (spec 15.2, applied once); 1 = none
+    sigma_data: float = vdm_ref.SIGMA_DATA  # edm: the data std its preconditioning and loss weight assume (14.5)
+    edm_p_mean: float = vdm_ref.EDM_P_MEAN  # edm: training levels ln(sigma) ~ N(p_mean, p_std^2) (spec 16.1)
+    edm_p_std: float = vdm_ref.EDM_P_STD
     conditional: bool = False  # class-conditional (labels from the dataset)
     label_dropout: float = 0.1  # CFG: probability of replacing a label with the null class
     # --- optimisation
@@ -95,8 +102,7 @@ class TrainConfig:
             errs.append(f"data {self.data!r} needs a path after the colon")
         if self.schedule not in vdm_ref.SCHEDULES:
             errs.append(f"schedule must be one of {vdm_ref.SCHEDULES}, got {self.schedule!r}")
-        if self.prediction not in vdm_ref.PREDICTIONS:
-            errs.append(f"prediction must be one of {vdm_ref.PREDICTIONS}, got {self.prediction!r}")
+        errs += _process_errors(self)
         for name in ("frames", "size", "num_objects", "num_clips", "batch_size", "steps", "fold", "frame_stride",
                      "preview_num", "preview_steps", "log_every"):
             if getattr(self, name) < 1:
@@ -155,6 +161,54 @@ class TrainConfig:
         return self.data.split(":", 1)[1] if ":" in self.data else None
 
 
+def _process_errors(cfg: TrainConfig) -> list[str]:
+    """The noise-process options (spec 14, 16): a known family, a prediction it trains with ("" is
+    replaced by its default here), and only the options that family reads."""
+    if cfg.process not in vdm_ref.FAMILIES:
+        return [f"process must be one of {tuple(vdm_ref.FAMILIES)}, got {cfg.process!r}"]
+    allowed = vdm_ref.FAMILIES[cfg.process].predictions
+    if not cfg.prediction:
+        object.__setattr__(cfg, "prediction", allowed[0])  # frozen: set once, before anyone reads it
+    errs = []
+    if cfg.prediction not in allowed:
+        errs.append(f"prediction must be one of {allowed} for process {cfg.process!r}, got {cfg.prediction!r}")
+    for family, names in _FAMILY_OPTIONS.items():
+        changed = [n for n in names if getattr(cfg, n) != _default(n)]
+        if cfg.process != family and changed:
+            errs.append(f"process {cfg.process!r} does not use {', '.join(changed)} (only process {family!r} does)")
+    if cfg.process == "flow":
+        if cfg.flow_density not in vdm_ref.FLOW_DENSITIES:
+            errs.append(f"flow_density must be one of {tuple(vdm_ref.FLOW_DENSITIES)}, got {cfg.flow_density!r}")
+        else:
+            try:  # the reference checks parameter names and ranges and the shift
+                vdm_ref.flow_level_from_uniform(0.5, cfg.flow_density, cfg.flow_shift, **cfg.flow_density_params)
+            except (ValueError, TypeError) as exc:
+                errs.append(f"flow options: {exc}")
+    if not cfg.sigma_data > 0:
+        errs.append(f"sigma_data must be > 0, got {cfg.sigma_data}")
+    if not cfg.edm_p_std > 0:
+        errs.append(f"edm_p_std must be > 0, got {cfg.edm_p_std}")
+    return errs
+
+
+def _default(name: str) -> Any:
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# The options only one family reads (spec 16.1; vp's are its schedule's and learn_sigma).
+_FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vp": ("learn_sigma", "zero_terminal_snr"),
+    "flow": ("flow_density", "flow_density_params", "flow_shift"),
+    "edm": ("sigma_data", "edm_p_mean", "edm_p_std"),
+}
+
+
+def train_process(cfg: TrainConfig) -> vdm_ref.Process:
+    """The noise process a run trains (spec 14.7), as checkpoints record it."""
+    return vdm_ref.Process(family=cfg.process, prediction=cfg.prediction, sigma_data=cfg.sigma_data)
+
+
 # Options a resumed run may change; everything else must match the checkpoint's run.
 RUNTIME_OPTIONS = frozenset({
     "steps", "out_dir", "checkpoint_every", "keep_checkpoints", "preview_every", "preview_num", "preview_steps",
@@ -204,9 +258,11 @@ def resolve_config(file: str | os.PathLike[str] | None = None, overrides: dict[s
                    base: TrainConfig | None = None) -> TrainConfig:
     """``base`` (default TrainConfig()) <- config file values <- explicit overrides (flags)."""
     merged = (base or TrainConfig()).to_dict()
-    if file is not None:
-        merged.update(load_config_file(file))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = load_config_file(file) if file is not None else {}
+    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if given.get("process", merged["process"]) != merged["process"] and "prediction" not in given:
+        merged["prediction"] = ""  # a new process alone takes its own default prediction, not the base's
+    merged.update(given)
     return TrainConfig.from_dict(merged)
 
 

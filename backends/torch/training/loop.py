@@ -47,8 +47,9 @@ from ..devices import resolve_device
 from ..models import build_model
 from .batches import EpochIndexed, StepBatchSampler, step_seed
 from .checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
-from .config import RUNTIME_OPTIONS, TrainConfig, model_config, resume_path
+from .config import RUNTIME_OPTIONS, TrainConfig, model_config, resume_path, train_process
 from .distributed import DistInfo, init_distributed
+from .objectives import OBJECTIVES
 
 CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "elapsed")
 
@@ -236,9 +237,10 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
     sched = ops.make_schedule(cfg.schedule, cfg.timesteps, zero_terminal_snr=cfg.zero_terminal_snr,
                               device=device, dtype=torch.float32, **cfg.schedule_params)
     variance = "learned_range" if cfg.learn_sigma else "fixed_small"
+    objective = OBJECTIVES[cfg.process]
     meta_base = {
         "model_config": mcfg.to_dict(), "architecture": cfg.architecture, "schedule": sched.to_dict(),
-        "prediction": cfg.prediction,
+        "prediction": cfg.prediction, "process": train_process(cfg).to_dict(),
         "variance": variance, "num_classes": mcfg.num_classes, "data": data_meta, "train": cfg.to_dict(),
         "spec_version": vdm_ref.SPEC_VERSION,
     }
@@ -308,9 +310,7 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
             if batch_hook is not None:
                 x0 = batch_hook(step, x0)
             b = x0.shape[0]
-            t = torch.randint(0, cfg.timesteps, (b,), device=device)
-            noise = torch.randn_like(x0)
-            x_t = ops.q_sample(sched, x0, t, noise)
+            noised = objective.draw(cfg, sched, x0)  # noise level and noise first: v1's draw order on vp
             labels = None
             if mcfg.num_classes:
                 labels = y.to(device).long()
@@ -320,13 +320,8 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
             for g in optimizer.param_groups:
                 g["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                out_t = net(x_t, t.float(), labels)
-            out_t = out_t.float()
-            if cfg.learn_sigma:
-                per = ops.hybrid_loss(sched, x0, t, noise, out_t, cfg.prediction, lam=cfg.hybrid_lambda,
-                                      min_snr_gamma=cfg.min_snr_gamma)
-            else:
-                per = ops.simple_loss(sched, x0, t, noise, out_t, cfg.prediction, min_snr_gamma=cfg.min_snr_gamma)
+                out_t = net(noised.net_input, noised.condition, labels)
+            per = objective.loss(cfg, sched, noised, out_t.float())
             loss = per.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages gradients here, so grad_norm below agrees on every rank
