@@ -388,7 +388,7 @@ def read_flow(r: _Read) -> SchedulePlan:
         r.notes.append(f"resolution-dependent shift mu = {r.mu:.6g} (spec 15.3), applied once")
     else:
         s = levels.flow_levels(N, shift=shift, terminal=terminal, s_min=1.0 / T)
-        if shift != 1.0:
+        if shift != 1.0 and N > 1:  # with one step both start (and end) at s = 1
             twice = float(levels.flow_shift(levels.flow_shift(1.0 / T, shift), shift))
             r.notes.append(f"diffusers shifts sigma_min = 1/T when it is built and again in set_timesteps, so its "
                            f"levels are shift(linspace(1, shift(1/T), N)): the last level is {twice:.6g} there and "
@@ -414,6 +414,9 @@ def read_edm(r: _Read) -> SchedulePlan:
         sig = levels.karras_sigmas(N, lo, hi, rho)
     else:
         sig = np.exp(levels.uniform_levels(N, math.log(hi), math.log(lo)))
+        if N == 1:
+            r.notes.append("one exponential step: diffusers' exp(linspace(log sigma_min, log sigma_max, 1)) starts at "
+                           "sigma_min; the plan starts at sigma_max (spec 15.1: N = 1 gives the highest level)")
     sig = levels.with_final_level(sig, _final_sigma(r, sig))
     pred = {"epsilon": "edm", "v_prediction": "edm"}.get(cfg["prediction_type"])
     if pred is None:

@@ -1,0 +1,336 @@
+"""vdm schedule --from-diffusers against the real diffusers package (installed by the dev extra).
+
+Schedulers are built straight from configs (no models, nothing downloaded). Every N <= T = 1000 is
+compared for every spacing; where diffusers departs from the spec, the test shows how, counts it
+(the counts are the ones spec 6.5 and docs/DIFFUSERS.md state) and checks that the plan's notes
+say so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from fractions import Fraction
+from functools import cache
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from vdm.backends.interop import diffusers as interop
+from vdm.backends.interop.diffusers import plan_from_diffusers
+
+import vdm_ref
+from vdm_ref import sigmas as S
+
+T = 1000
+SPACINGS = ("leading", "trailing", "linspace")
+DISCRETE = ("DDPMScheduler", "DDIMScheduler", "CogVideoXDDIMScheduler")
+SIGMA_VP = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+MULTISTEP = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+SIGMA_RTOL = 2e-4  # diffusers' float32 betas and alphas_cumprod (a deviation: test_float32_tables)
+# diffusers 0.42 calls np.array(tensor ** 0.5) in set_timesteps, which NumPy 2 warns about on every call.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@cache
+def _scheduler(cls: str, items: tuple = ()) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(diffusers, cls)(**dict(items))
+
+
+def theirs(cls: str, N: int, **cfg: object) -> tuple[np.ndarray, np.ndarray | None]:
+    kwargs = {"mu": cfg.pop("_mu")} if "_mu" in cfg else {}
+    s = _scheduler(cls, tuple(sorted(cfg.items())))
+    s.set_timesteps(N, **kwargs)
+    sig = getattr(s, "sigmas", None)
+    return s.timesteps.numpy(), None if sig is None else sig.numpy().astype(np.float64)
+
+
+def _close(got: np.ndarray, want: np.ndarray, rtol: float, atol: float, where: object) -> None:
+    """assert_allclose without its per-call cost (these loops make thousands of comparisons)."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    ok = got.shape == want.shape and bool(np.all(np.abs(got - want) <= atol + rtol * np.abs(want)))
+    if not ok:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=str(where))
+
+
+def ours(cls: str, N: int, **cfg: object) -> interop.SchedulePlan:
+    return plan_from_diffusers({"_class_name": cls, **cfg}, N)
+
+
+def _exact(spacing: str, n: int, i: int) -> Fraction:
+    """The published expression at entry i, as an exact rational (0-based timesteps)."""
+    if spacing == "trailing":
+        return Fraction((n - i) * T, n) - 1
+    return Fraction((T - 1) * (n - 1 - i), n - 1)
+
+
+def _compare_integer_timesteps(cls: str, spacing: str, n_of: int = 0, top: int = T) -> dict[str, int]:
+    """Every N: equal, or different only where spec 6.5 says a float64 evaluation may differ."""
+    counts = {"count": 0, "tie_entries": 0, "tie_n": 0, "n1": 0}
+    for N in range(1, top + 1):
+        got = ours(cls, N, timestep_spacing=spacing)
+        want, _ = theirs(cls, N, timestep_spacing=spacing)
+        n = N + n_of  # multistep schedulers space N + 1 points
+        if len(want) != N:  # float64 arange gave an extra entry: the last is -1
+            assert spacing == "trailing" and len(want) == N + 1 and want[-1] == -1
+            assert any("entries here" in note for note in got.notes)
+            counts["count"] += 1
+            want = want[:N]
+        diff = np.flatnonzero(want != got.timesteps)
+        if spacing == "linspace" and n == 1:
+            assert want.tolist() == [0] and got.timesteps.tolist() == [T - 1]
+            counts["n1"] += 1
+            continue
+        for i in diff:  # each difference is an exact tie that float64 rounded to the odd neighbour
+            q = _exact(spacing, n, int(i))
+            assert q.denominator == 2, (cls, spacing, N, i)
+            rounded = int(got.timesteps[i]) + (1 if spacing == "trailing" else 0)  # the value round() returned
+            assert abs(int(want[i]) - int(got.timesteps[i])) == 1 and rounded % 2 == 0
+        if len(diff):
+            assert any("ties" in note for note in got.notes)
+            counts["tie_entries"] += len(diff)
+            counts["tie_n"] += 1
+    return counts
+
+
+# Spec 6.5 and docs/DIFFUSERS.md state these numbers (T = 1000, N = 1 .. 1000).
+SPACING_DEVIATIONS = {
+    "leading": {"count": 0, "tie_entries": 0, "tie_n": 0, "n1": 0},
+    "trailing": {"count": 62, "tie_entries": 296, "tie_n": 50, "n1": 0},
+    "linspace": {"count": 0, "tie_entries": 146, "tie_n": 92, "n1": 1},
+}
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_ddim_timesteps_every_n(spacing: str) -> None:
+    assert _compare_integer_timesteps("DDIMScheduler", spacing) == SPACING_DEVIATIONS[spacing]
+
+
+@pytest.mark.parametrize("cls", ["DDPMScheduler", "CogVideoXDDIMScheduler"])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_other_discrete_timesteps_share_the_spacing(cls: str, spacing: str) -> None:
+    assert _compare_integer_timesteps(cls, spacing, top=300) == _compare_integer_timesteps(
+        "DDIMScheduler", spacing, top=300)
+
+
+@pytest.mark.parametrize("cls", MULTISTEP)
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_multistep_every_n(cls: str, spacing: str) -> None:
+    """N + 1 points with the last dropped (linspace, leading); sigmas of the table plus the final 0."""
+    n_of = 0 if spacing == "trailing" else 1
+    counts = _compare_integer_timesteps(cls, spacing, n_of=n_of, top=T - n_of)
+    assert counts["count"] == SPACING_DEVIATIONS[spacing]["count"] and counts["n1"] == 0
+    for N in (1, 2, 7, 50, 333, 999):
+        got = ours(cls, N, timestep_spacing=spacing)
+        want_t, want_s = theirs(cls, N, timestep_spacing=spacing)
+        if len(want_t) == N and np.array_equal(want_t, got.timesteps):
+            np.testing.assert_allclose(got.sigmas, want_s, rtol=SIGMA_RTOL, atol=0)
+            assert got.sigmas[-1] == 0.0 and len(got.sigmas) == N + 1
+    with pytest.raises(ValueError, match="impossible"):
+        ours(cls, T, timestep_spacing="linspace")
+
+
+@pytest.mark.parametrize("cls", SIGMA_VP)
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_euler_family_every_n(cls: str, spacing: str) -> None:
+    """Fractional linspace timesteps and interpolated sigmas; Heun repeats each inner level. Every N for
+    Euler; the two schedulers that share its code path every 7th N."""
+    for N in range(1, T + 1, 1 if cls == "EulerDiscreteScheduler" else 7):
+        got = ours(cls, N, timestep_spacing=spacing)
+        want_t, want_s = theirs(cls, N, timestep_spacing=spacing)
+        if spacing == "linspace" and N == 1:
+            assert want_t.tolist() == [0.0] and got.timesteps.tolist() == [T - 1.0]
+            continue
+        if spacing == "trailing" and len(want_t) != len(got.timesteps):
+            continue  # the float count of spec 6.5, counted in test_ddim_timesteps_every_n
+        if spacing == "trailing" and not np.array_equal(want_t, got.timesteps):
+            continue  # float-moved ties (spec 6.5)
+        _close(got.timesteps, want_t, 0, 1.2e-4, (N, "timesteps"))  # float32 linspace
+        _close(got.sigmas, want_s, SIGMA_RTOL, 0, (N, "sigmas"))
+
+
+@pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", *MULTISTEP])
+def test_karras_sigmas_grid(cls: str) -> None:
+    for spacing in SPACINGS:
+        for N in (2, 3, 5, 10, 25, 50, 100, 250):
+            got = ours(cls, N, timestep_spacing=spacing, use_karras_sigmas=True)
+            want_t, want_s = theirs(cls, N, timestep_spacing=spacing, use_karras_sigmas=True)
+            np.testing.assert_allclose(got.sigmas, want_s, rtol=SIGMA_RTOL, atol=0)
+            atol = 1.0 if cls in MULTISTEP else 0.05  # multistep rounds t: a float32 table may flip a half
+            np.testing.assert_allclose(got.timesteps.astype(np.float64), want_t, rtol=0, atol=atol)
+
+
+SHIFTS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 12.0)
+
+
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_flow_match_grid_of_shifts(shift: str) -> None:
+    """diffusers = shift(linspace(1, shift(1/T), N)): the shift applied twice at sigma_min. vdm shifts once."""
+    cls = "FlowMatchEulerDiscreteScheduler"
+    deviating = 0
+    for N in [*range(1, 101), 250, 500, 1000]:
+        got = ours(cls, N, shift=shift)
+        want_t, want_s = theirs(cls, N, shift=shift)
+        u = np.linspace(1.0, float(S.flow_shift(1 / T, shift)), N) if N > 1 else np.ones(1)
+        twice = np.append(S.flow_shift(u, shift), 0.0)
+        _close(want_s, twice, 2e-6, 1e-7, N)  # what diffusers does
+        _close(got.timesteps, T * got.sigmas[:-1], 0, 0, N)
+        _close(want_t, T * want_s[:-1], 2e-6, 0, N)
+        if shift == 1.0 or N == 1:
+            _close(got.sigmas, want_s, 2e-6, 1e-7, N)
+            assert not any("again" in note for note in got.notes)
+        else:
+            assert abs(got.sigmas[-2] - want_s[-2]) > 1e-5
+            assert any("again in set_timesteps" in note for note in got.notes)
+            deviating += 1
+    assert deviating == (0 if shift == 1.0 else 102)
+
+
+@pytest.mark.parametrize("mu", [0.5, 0.85, 1.15, 2.0])
+@pytest.mark.parametrize("time_shift", ["exponential", "linear"])
+def test_flow_match_dynamic_shift_agrees(mu: float, time_shift: str) -> None:
+    cls = "FlowMatchEulerDiscreteScheduler"
+    cfg = {"use_dynamic_shifting": True, "time_shift_type": time_shift}
+    for N in (1, 2, 10, 28, 50, 200):
+        got = plan_from_diffusers({"_class_name": cls, **cfg}, N, mu=mu)
+        _, want_s = theirs(cls, N, **cfg, _mu=mu)
+        np.testing.assert_allclose(got.sigmas, want_s, rtol=2e-6, atol=1e-7)
+    seq = plan_from_diffusers({"_class_name": cls, **cfg}, 10, seq_len=4096)
+    np.testing.assert_allclose(seq.sigmas, plan_from_diffusers({"_class_name": cls, **cfg}, 10, mu=1.15).sigmas,
+                               rtol=1e-14)
+
+
+@pytest.mark.parametrize("terminal", [0.02, 0.1])
+def test_flow_match_terminal_stretch_agrees(terminal: float) -> None:
+    cls = "FlowMatchEulerDiscreteScheduler"
+    for N in (2, 8, 40):
+        cfg = {"shift_terminal": terminal, "use_dynamic_shifting": True}
+        got = plan_from_diffusers({"_class_name": cls, **cfg}, N, mu=1.0)
+        _, want_s = theirs(cls, N, **cfg, _mu=1.0)
+        np.testing.assert_allclose(got.sigmas, want_s, rtol=2e-6, atol=1e-7)
+        assert got.sigmas[-2] == pytest.approx(terminal, rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["karras", "exponential"])
+@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+def test_edm_euler_agrees(schedule: str, final: str) -> None:
+    cls = "EDMEulerScheduler"
+    for N in [*range(1, 60), 200, 1000]:
+        got = ours(cls, N, sigma_schedule=schedule, final_sigmas_type=final)
+        want_t, want_s = theirs(cls, N, sigma_schedule=schedule, final_sigmas_type=final)
+        if schedule == "exponential" and N == 1:  # diffusers starts one step at sigma_min, the plan at sigma_max
+            assert want_s[0] == pytest.approx(0.002, rel=1e-6) and got.sigmas[0] == pytest.approx(80.0, rel=1e-14)
+            assert any("one exponential step" in note for note in got.notes)
+            continue
+        _close(got.sigmas, want_s, 2e-6, 0, N)
+        _close(got.timesteps, want_t, 0, 2e-6, N)
+        assert got.sigmas[-1] == (0.0 if final == "zero" else got.sigmas[-2])
+
+
+def test_ddim_previous_timestep_is_t_minus_stride() -> None:
+    """diffusers' DDIM step from t lands on t - T // N; the spec (6.4) and the plan use the next timestep."""
+    sched = _scheduler("DDIMScheduler", (("clip_sample", False), ("timestep_spacing", "trailing")))
+    sched.set_timesteps(13)
+    plan = ours("DDIMScheduler", 13, timestep_spacing="trailing", clip_sample=False)
+    t, nxt = int(plan.timesteps[1]), int(plan.timesteps[2])
+    assert (t, nxt) == (922, 845) and t - T // 13 == 846
+    rng = np.random.default_rng(0)
+    x, eps = rng.standard_normal((1, 2, 1, 3, 3)), rng.standard_normal((1, 2, 1, 3, 3))
+    got = sched.step(torch.from_numpy(eps).float(), t, torch.from_numpy(x).float()).prev_sample.double().numpy()
+    table = vdm_ref.make_schedule("linear", T)
+    at_stride = vdm_ref.ddim_step(table, x, t, 846, eps)
+    at_next = vdm_ref.ddim_step(table, x, t, 845, eps)
+    np.testing.assert_allclose(got, at_stride, rtol=1e-4, atol=1e-4)
+    assert np.abs(got - at_next).max() > 10 * np.abs(got - at_stride).max()
+    assert any("t - T // N = t - 76" in note and "of 13 steps" in note for note in plan.notes)
+
+
+def test_ddim_options_match_diffusers_flags() -> None:
+    """set_alpha_to_one=False is final_abar='abar_0'; clipping keeps eps unless use_clipped_model_output."""
+    rng = np.random.default_rng(1)
+    x, out = rng.standard_normal((1, 2, 1, 3, 3)) * 2, rng.standard_normal((1, 2, 1, 3, 3)) * 3
+    xt, ot = torch.from_numpy(x).float(), torch.from_numpy(out).float()
+    table = vdm_ref.make_schedule("linear", T)
+    s = _scheduler("DDIMScheduler", (("clip_sample", False), ("set_alpha_to_one", False)))
+    s.set_timesteps(10)
+    last = int(s.timesteps[-1])
+    got = s.step(ot, last, xt).prev_sample.double().numpy()
+    np.testing.assert_allclose(got, vdm_ref.ddim_step(table, x, last, -1, out, final_abar="abar_0"), rtol=1e-4,
+                               atol=1e-4)
+    assert ours("DDIMScheduler", 10, set_alpha_to_one=False).options["final_abar"] == "abar_0"
+    c = _scheduler("DDIMScheduler", (("clip_sample", True),))
+    c.set_timesteps(10)
+    t = int(c.timesteps[3])
+    s_next = t - T // 10
+    keep = c.step(ot, t, xt).prev_sample.double().numpy()
+    redo = c.step(ot, t, xt, use_clipped_model_output=True).prev_sample.double().numpy()
+    np.testing.assert_allclose(keep, vdm_ref.ddim_step(table, x, t, s_next, out, clip=1.0, clipped_eps="keep"),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(redo, vdm_ref.ddim_step(table, x, t, s_next, out, clip=1.0), rtol=1e-4, atol=1e-4)
+    assert np.abs(keep - redo).max() > 1e-2
+    assert ours("DDIMScheduler", 10).options["clipped_eps"] == "keep"
+
+
+def test_float32_tables() -> None:
+    """diffusers keeps alphas_cumprod in float32; the plan's table is float64 (spec 1.6)."""
+    s = _scheduler("DDIMScheduler")
+    theirs_abar = s.alphas_cumprod.double().numpy()
+    mine = vdm_ref.make_schedule("linear", T).abar
+    rel = np.abs(theirs_abar - mine) / mine
+    assert 1e-8 < rel.max() < 1e-4
+    assert s.alphas_cumprod.dtype == torch.float32
+
+
+def test_cogvideox_table_and_zero_snr() -> None:
+    cfg = {"rescale_betas_zero_snr": True, "snr_shift_scale": 1.0}
+    got = ours("CogVideoXDDIMScheduler", 50, **cfg)
+    abar, _ = interop.vp_abar(interop.DEFAULTS["CogVideoXDDIMScheduler"] | cfg)
+    want = _scheduler("CogVideoXDDIMScheduler", tuple(sorted(cfg.items()))).alphas_cumprod.double().numpy()
+    np.testing.assert_allclose(abar, want, rtol=1e-4, atol=1e-7)
+    assert abar[-1] == 0.0 and got.prediction == "eps"
+    k3, _ = interop.vp_abar(interop.DEFAULTS["CogVideoXDDIMScheduler"])
+    base = vdm_ref.make_schedule("scaled_linear", T, beta_start=0.00085, beta_end=0.012).abar
+    np.testing.assert_allclose(k3 / (1 - k3), base / (1 - base) / 3.0, rtol=1e-12)  # SNR divided by k
+
+
+@pytest.mark.parametrize("cls", sorted(interop.DEFAULTS))
+def test_defaults_table_matches_the_installed_signatures(cls: str) -> None:
+    sig = inspect.signature(getattr(diffusers, cls).__init__)
+    theirs_defaults = {k: v.default for k, v in sig.parameters.items() if k != "self"}
+    assert set(theirs_defaults) == set(interop.DEFAULTS[cls])
+    for k, v in theirs_defaults.items():
+        mine = interop.DEFAULTS[cls][k]
+        assert mine == v or (isinstance(v, float) and math.isinf(v) and mine == v), (cls, k)
+
+
+@pytest.mark.parametrize(
+    ("config", "steps", "match"),
+    [
+        ({"_class_name": "PNDMScheduler"}, 10, "unknown scheduler class"),
+        ({}, 10, "unknown scheduler class"),
+        ({"_class_name": "DDIMScheduler", "skip_prk_steps": True}, 10, r"unknown config key\(s\) \['skip_prk_steps'\]"),
+        ({"_class_name": "DDIMScheduler"}, 1001, "impossible"),
+        ({"_class_name": "DDIMScheduler"}, 0, "'steps'"),
+        ({"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": True}, 10, "'use_beta_sigmas'"),
+        ({"_class_name": "DDIMScheduler", "beta_schedule": "quadratic"}, 10, "'beta_schedule'"),
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True}, 10, "mu"),
+        ({"_class_name": "DDIMScheduler", "timestep_spacing": "middle"}, 10, "'timestep_spacing'"),
+    ],
+)
+def test_bad_configs_are_one_line_errors(config: dict, steps: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match) as info:
+        plan_from_diffusers(config, steps)
+    assert "\n" not in str(info.value)
+
+
+def test_plan_json_keys_and_meta_keys_ignored() -> None:
+    plan = plan_from_diffusers({"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.42.1",
+                                "timestep_spacing": "trailing"}, 4)
+    d = plan.to_dict()
+    assert {"family", "timesteps", "sigmas", "sampler", "notes"} <= set(d)
+    assert d["family"] == "vp" and d["sampler"] == "euler" and len(d["sigmas"]) == 5
+    assert plan.log_snr()[-1] == math.inf and np.all(np.diff(plan.log_snr()) > 0)
