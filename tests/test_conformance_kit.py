@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from vdm.backends.conformance import broken, cases, checks, protocol, runner, xfail
+from vdm.backends.conformance import broken, cases, checks, invalid, protocol, runner, xfail
 from vdm.backends.conformance.adapters import BackendError, NumpyAdapter
 from vdm.backends.conformance.example_backend import ExampleBackend
 
@@ -371,5 +371,52 @@ def test_example_backend_passes_200_seeds(dtype: str) -> None:
     for seed in range(200):
         for op in protocol.OPS:
             n = 5 if op == "make_schedule" else 1
-            result = checks.check_op(example, op, dtype, n_random=n, seed=seed, golden=False, e2e=False)
+            result = checks.check_op(example, op, dtype, n_random=n, seed=seed, golden=False, e2e=False,
+                                     errors=False)
             assert result.status == "pass", (seed, op, result.first_failure)
+
+
+# --- clause 1.7: invalid inputs raise an error naming the argument --------------------------------
+
+
+def _invalid_kinds(seeds: range) -> dict[str, set[str]]:
+    kinds: dict[str, set[str]] = {op: set() for op in protocol.OPS}
+    for seed in seeds:
+        for op in protocol.OPS:
+            kinds[op] |= {case.id.split("/")[-1] for case in checks.invalid_cases(op, seed, "float64")}
+    return kinds
+
+
+def test_invalid_inputs_cover_every_kind_clause_1_7_lists() -> None:
+    kinds = _invalid_kinds(range(4))
+    seen = set().union(*kinds.values())
+    assert {"nan-in-x0", "inf-in-noise", "t-out-of-range", "s-out-of-range", "timesteps-out-of-range",
+            "s-not-below-t", "mismatched-shapes", "N-above-T", "noise-shape"} <= seen
+    assert {f"unknown-{n}" for n in invalid.NAMED_CHOICES} <= seen  # schedule, spacing, prediction, ...
+    # vdm_ref decides what is invalid; normal_kl accepts NaN there today (its inputs are not checked).
+    assert {op for op, k in kinds.items() if not k} <= {"normal_kl"}
+
+
+def test_message_must_name_the_argument() -> None:
+    assert invalid.names_argument("argument 'x_t' contains NaN", ("x_t",))
+    assert invalid.names_argument("s=[3] must be smaller than t", ("s", "t"))
+    assert not invalid.names_argument("argument 'x_t0' contains NaN", ("x_t",))
+    assert not invalid.names_argument("index 10 is out of bounds for axis 0 with size 10", ("t",))
+
+    class IndexErrors(NumpyAdapter):
+        def velocity(self, sched, x0, t, noise):  # type: ignore[no-untyped-def]
+            np.asarray(sched.abar)[np.asarray(t)]  # IndexError past T - 1, naming nothing
+            return super().velocity(sched, x0, t, noise)
+
+    outcomes = [checks.run_invalid_case(IndexErrors(), case, "float64")
+                for case in checks.invalid_cases("velocity", 0, "float64")]
+    by_kind = {o.case_id.split("/")[-1]: o for o in outcomes}
+    assert by_kind["t-out-of-range"].failed and "does not name" in by_kind["t-out-of-range"].message
+    assert not by_kind["nan-in-x0"].failed  # vdm_ref's own check runs after the indexing here
+
+
+def test_invalid_cases_are_reported_with_the_clause() -> None:
+    r = checks.check_op(broken.SilentOnBadInput(), "q_sample", "float64", **FAST)
+    assert r.status == "fail" and r.sources["errors"] >= 5
+    assert r.first_failure["case"].startswith("errors/q_sample/") and "spec 1.7" in r.first_failure["message"]
+    assert checks.check_op(broken.SilentOnBadInput(), "q_sample", "float64", errors=False, **FAST).status == "pass"

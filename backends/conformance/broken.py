@@ -157,6 +157,19 @@ class CancellingDDIM(NumpyAdapter):
         return x_s if eta == 0.0 else x_s + sigma * np.asarray(noise, dtype=np.float64)
 
 
+class SilentOnBadInput(NumpyAdapter):
+    """q_sample computes whatever it is given: NaN or Inf in x0 or noise, a timestep past T - 1
+    (read from the clipped table) and mismatched shapes pass without the error of spec 1.7."""
+
+    name = "broken-silent-on-bad-input"
+
+    def q_sample(self, sched: vdm_ref.Schedule, x0: Any, t: Any, noise: Any) -> np.ndarray:
+        x0 = np.asarray(x0, dtype=np.float64)
+        a = np.asarray(sched.abar_at(t))
+        a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))
+        return np.sqrt(a) * x0 + np.sqrt(1.0 - a) * np.asarray(noise, dtype=np.float64)  # the bug: no checks
+
+
 def _tables(betas: np.ndarray, zero_terminal_snr: bool, abar: np.ndarray | None = None) -> dict[str, np.ndarray]:
     abar = np.cumprod(1.0 - betas) if abar is None else abar
     if zero_terminal_snr:
@@ -177,4 +190,5 @@ BREAKS: dict[type, frozenset[str]] = {
     NoiseAtLastStep: frozenset({"ddpm_step", "sample"}),  # the loop runs the broken step
     SwappedGuidance: frozenset({"classifier_free_guidance"}),
     CancellingDDIM: frozenset({"ddim_step"}),
+    SilentOnBadInput: frozenset({"q_sample"}),
 }

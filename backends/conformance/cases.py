@@ -37,6 +37,8 @@ class Case:
     outputs: tuple[str, ...] = ()
     # Stored outputs of a golden vector: the expected values of a float64 run.
     want: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    # An invalid case (spec 1.7, invalid.py): the backend must raise an error naming one of these.
+    error_names: tuple[str, ...] = ()
 
 
 # --- building the arguments ------------------------------------------------------------------
@@ -644,6 +646,22 @@ GENERATORS: dict[str, Callable[[Draw, str], Case]] = {
     "vlb_term": gen_vlb_term,
     "hybrid_loss": gen_hybrid_loss,
 }
+
+
+def _process_generator(op: str) -> Callable[[Draw, str], Case]:
+    def gen(d: Draw, dtype: str) -> Case:
+        from .process_cases import PROCESS_GENERATORS  # spec 14 / 16: those cases live in their own module
+
+        return PROCESS_GENERATORS[op](d, dtype)
+
+    return gen
+
+
+GENERATORS.update({op: _process_generator(op) for op in (
+    "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
+    "alpha_sigma_from_edm_sigma", "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss",
+    "edm_loss_weight", "process_min_snr_weight",
+)})
 
 
 def random_case(op: str, d: Draw, dtype: str, k: int) -> Case:

@@ -18,6 +18,7 @@ import numpy as np
 import vdm_ref
 
 from . import cases as C
+from . import invalid
 from .protocol import REQUIRED_OPS, clause_of, round_to_dtype, tolerance_for
 
 
@@ -232,6 +233,46 @@ def run_case(adapter: Any, case: C.Case, dtype: str, tol: dict[str, float]) -> O
     return Outcome(case.id, case.source, worst)
 
 
+# --- invalid inputs (spec 1.7) -----------------------------------------------------------------
+
+
+def invalid_cases(op: str, seed: int, dtype: str) -> list[C.Case]:
+    """The invalid variants of one valid case of ``op`` that vdm_ref rejects with an error naming an
+    argument: the reference decides what is invalid (see invalid.py)."""
+    picked = []
+    for case in invalid.mutations(invalid.base_case(op, seed, dtype)):
+        inputs = {k: round_to_dtype(v, dtype) for k, v in case.inputs.items()}
+        try:
+            with np.errstate(all="ignore"):
+                reference(case, inputs)
+        except (ValueError, TypeError) as exc:
+            if invalid.names_argument(str(exc), case.error_names):
+                picked.append(case)
+    return picked
+
+
+def run_invalid_case(adapter: Any, case: C.Case, dtype: str) -> Outcome:
+    """Spec 1.7: the backend raises, and its message names the argument."""
+    fn = _method(adapter, case.op)
+    inputs = {k: round_to_dtype(v, dtype) for k, v in case.inputs.items()}
+    args, kwargs, model_spec = C.call_args(case, inputs)
+    if model_spec is not None:
+        args = [C.build_model(model_spec, args[0], inputs.get("points")), *args]
+    names = " or ".join(f"'{n}'" for n in case.error_names)
+    try:
+        with np.errstate(all="ignore"):
+            fn(*args, **kwargs)
+    except NotImplementedError as exc:
+        raise NotImplementedOp(f"{case.op} raised NotImplementedError: {exc}") from None
+    except Exception as exc:
+        if invalid.names_argument(str(exc), case.error_names):
+            return Outcome(case.id, case.source, 0.0)
+        return Outcome(case.id, case.source, math.inf, f"raised {type(exc).__name__}: {exc!s:.200}, whose message "
+                       f"does not name the argument ({names}; spec 1.7)")
+    return Outcome(case.id, case.source, math.inf, f"returned a result instead of raising an error naming {names} "
+                   "(spec 1.7)")
+
+
 def _check_model_calls(rec: _RecordingModel, steps: np.ndarray, batch: int) -> str | None:
     """Spec 7.6: the model is called once per timestep, in order, with t an int (B,) vector."""
     seen = [int(np.asarray(t).reshape(-1)[0]) if np.asarray(t).size else None for t in rec.calls]
@@ -423,8 +464,10 @@ def select_cases(
 
 
 def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int = 0, golden: bool = True,
-             e2e: bool = True, allow_missing: bool = False, extra: Iterable[C.Case] = ()) -> OpResult:
-    """Run every check of one clause on ``adapter`` at ``dtype``."""
+             e2e: bool = True, errors: bool = True, allow_missing: bool = False,
+             extra: Iterable[C.Case] = ()) -> OpResult:
+    """Run every check of one clause on ``adapter`` at ``dtype``: golden vectors, random cases,
+    end-to-end sampling and (``errors``) the invalid inputs of spec 1.7."""
     if not callable(getattr(adapter, op, None)):
         return skipped(op, "not implemented", missing=True, allow_missing=allow_missing)
     tol = tolerance_for(op, dtype)
@@ -439,6 +482,9 @@ def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int
         if e2e and op == "sample":
             for check in E2E_CHECKS:
                 tracker.add(run_e2e(adapter, check, dtype, tol, seed))
+        if errors:
+            for case in invalid_cases(op, seed, dtype):
+                tracker.add(run_invalid_case(adapter, case, dtype))
     except NotImplementedOp as exc:
         return skipped(op, f"not implemented ({exc})", missing=True, allow_missing=allow_missing)
     return tracker.finish()
