@@ -39,12 +39,21 @@ class SamplingError(ValueError):
     """Bad input for sampling; the message is one line for the user."""
 
 
+# Every sampler: the v1 DDPM/DDIM loops (spec 7, vp only) and the solvers on (alpha, sigma) (spec 17).
+SAMPLER_NAMES: tuple[str, ...] = (*vdm_ref.SAMPLERS, *vdm_ref.SOLVERS)
+# eta's default where a sampler reads it: DDIM deterministic (7.4), euler_ancestral fully ancestral (17.5).
+DEFAULT_ETA: dict[str, float] = {"ddpm": 0.0, "ddim": 0.0, "euler_ancestral": 1.0}
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
-    sampler: str = "ddim"  # a row of vdm_ref.SAMPLERS
-    steps: int = 50  # network calls per sample
-    spacing: str = "trailing"  # a row of vdm_ref.SPACINGS (spec 6)
-    eta: float = 0.0  # DDIM noise scale (spec 7.4)
+    sampler: str = "ddim"  # a row of vdm_ref.SAMPLERS (vp only) or vdm_ref.SOLVERS (every process)
+    steps: int = 50  # solver steps (network calls, except heun: about 2 per step)
+    spacing: str = "trailing"  # a row of vdm_ref.SPACINGS (spec 6): the timesteps of a vp model
+    eta: float | None = None  # DDIM / euler_ancestral noise scale (spec 7.4, 17.5); None = DEFAULT_ETA
+    shift: float | None = None  # flow models: the time shift of spec 15.2; None = 1 (no shift)
+    karras: bool | None = None  # edm models: Karras rho = 7 levels (15.5, the default) or uniform sigmas (15.1)
+    final: str = "zero"  # the solvers' final level (15.6): "zero" or "sigma_min"
     clip: float | None = 1.0  # static clipping of the x0 prediction (spec 7.1); None = off
     threshold: float | None = None  # dynamic thresholding quantile (spec 7.2); None = off
     guidance: float | None = None  # classifier-free guidance scale (spec 7.5); None or 1 = off
@@ -53,15 +62,26 @@ class SamplingOptions:
     frames: int | None = None  # None = the model's
     size: int | None = None  # height = width; None = the model's
 
+    @property
+    def eta_value(self) -> float:
+        return self.eta if self.eta is not None else DEFAULT_ETA.get(self.sampler, 0.0)
+
     def check(self) -> None:
-        if self.sampler not in vdm_ref.SAMPLERS:
-            raise SamplingError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(vdm_ref.SAMPLERS)}")
+        if self.sampler not in SAMPLER_NAMES:
+            raise SamplingError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
         if self.spacing not in vdm_ref.SPACINGS:
             raise SamplingError(f"unknown spacing {self.spacing!r}; choose one of {', '.join(vdm_ref.SPACINGS)}")
         if self.steps < 1 or self.batch_size < 1:
             raise SamplingError(f"steps and batch size must be >= 1, got {self.steps} and {self.batch_size}")
-        if not 0.0 <= self.eta <= 1.0:
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
             raise SamplingError(f"eta must lie in [0, 1], got {self.eta}")
+        if self.eta is not None and self.eta > 0 and self.sampler not in DEFAULT_ETA:
+            raise SamplingError(f"eta applies to {', '.join(DEFAULT_ETA)}; the {self.sampler} solver is deterministic")
+        if self.shift is not None and not (np.isfinite(self.shift) and self.shift > 0):
+            raise SamplingError(f"shift must be a positive number, got {self.shift}")
+        if self.final not in vdm_ref.sigmas.FINAL_LEVELS:
+            raise SamplingError(f"unknown final level {self.final!r}; choose one of "
+                                f"{', '.join(vdm_ref.sigmas.FINAL_LEVELS)}")
         if self.clip is not None and not (self.clip > 0 and np.isfinite(self.clip)):
             raise SamplingError(f"clip must be a positive number, got {self.clip}")
         if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
@@ -77,7 +97,95 @@ class Plan:
     num: int
     shape: tuple[int, int, int, int]  # (C, T, H, W) of one sample
     labels: np.ndarray | None  # (num,) int64 for a conditional model
-    timesteps: np.ndarray  # (N,) int64, strictly decreasing
+    timesteps: np.ndarray  # (N,) int64, strictly decreasing (the DDPM/DDIM loops of spec 7)
+    levels: Levels | None = None  # the solvers' grid (spec 17.1); None for DDPM/DDIM
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.timesteps) if self.levels is None else self.levels.n_steps
+
+
+@dataclass(frozen=True)
+class Levels:
+    """A solver's noise levels (spec 17.1) and what the network sees at each (14.2): the N + 1 levels
+    in the family's own terms (t, s or sigma; the final level last), their (alpha, sigma), and for
+    every level with sigma > 0 (all but a final level of zero; heun calls the network at level i + 1)
+    its condition (t, 1000 s or ln(sigma)/4) and input scale."""
+
+    levels: np.ndarray  # (N + 1,)
+    alphas: np.ndarray  # (N + 1,) float64
+    sigmas: np.ndarray  # (N + 1,) float64
+    conditions: np.ndarray  # (N,) or (N + 1,) float64
+    input_scales: np.ndarray  # like conditions
+    process: vdm_ref.Process
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.levels) - 1
+
+    def x0_coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a_i, b_i) at the called levels: x0_hat = a_i x + b_i out for the model's prediction type (spec 14.3)."""
+        n = len(self.conditions)
+        c = vdm_ref.processes.PREDICTION_TYPES[self.process.prediction].to_x0_eps(
+            self.alphas[:n], self.sigmas[:n], self.process.sigma_data)
+        return np.broadcast_to(c.x0_x, self.conditions.shape), np.broadcast_to(c.x0_out, self.conditions.shape)
+
+    def initial_scale(self) -> float:
+        """x at level 0 is sqrt(alpha_0^2 + sigma_0^2) z: exactly z for vp and for flow at s = 1, and
+        sqrt(1 + sigma_max^2) z for edm (the spread of x_0 for data of unit variance)."""
+        return float(np.hypot(self.alphas[0], self.sigmas[0]))
+
+
+def _vp_levels(model: LoadedModel, o: SamplingOptions) -> np.ndarray:
+    """vp: the timesteps of spec 6, then t = -1 (abar = 1, "zero") or timestep 0 ("sigma_min")."""
+    t = vdm_ref.inference_timesteps(model.T, o.steps, o.spacing)
+    if o.final == "sigma_min":
+        return t if t[-1] == 0 else np.append(t, 0)  # 17.1: a repeated last level is dropped
+    return np.append(t, -1)
+
+
+def _flow_levels(model: LoadedModel, o: SamplingOptions) -> np.ndarray:
+    """flow: uniform s from 1, the shift once (15.2), the final level (15.6)."""
+    return vdm_ref.sigmas.flow_levels(o.steps, shift=1.0 if o.shift is None else o.shift, final=o.final)
+
+
+def _edm_levels(model: LoadedModel, o: SamplingOptions) -> np.ndarray:
+    """edm: Karras (15.5) or uniform (15.1) sigmas in [sigma_min, sigma_max], the final level (15.6)."""
+    p = model.process
+    sig = (vdm_ref.sigmas.karras_sigmas(o.steps, p.sigma_min, p.sigma_max) if o.karras is not False
+           else vdm_ref.sigmas.uniform_levels(o.steps, p.sigma_max, p.sigma_min))
+    levels = vdm_ref.sigmas.with_final_level(sig, o.final, p.sigma_min)
+    # 17.1: a repeated last level is dropped (Karras' last level is sigma_min up to rounding of the rho power).
+    return levels[:-1] if np.isclose(levels[-1], levels[-2], rtol=1e-9, atol=0.0) else levels
+
+
+# family -> its N + 1 sampling levels (spec 15)
+LEVELS: dict[str, Callable[[LoadedModel, SamplingOptions], np.ndarray]] = {
+    "vp": _vp_levels, "flow": _flow_levels, "edm": _edm_levels,
+}
+
+
+def solver_levels(model: LoadedModel, options: SamplingOptions) -> Levels:
+    """The grid a solver runs on for ``model`` (spec 15, 17.1), validated by vdm_ref.solver_grid."""
+    p = model.process
+    if options.karras is not None and p.family != "edm":
+        raise SamplingError(f"--karras/--no-karras choose edm sigmas; this is a {p.family} model "
+                            "(vp: its network sees integer timesteps, choose them with --spacing; flow: use --shift)")
+    if options.shift is not None and p.family != "flow":
+        raise SamplingError(f"--shift applies to flow models (spec 15.2); this is a {p.family} model")
+    levels = LEVELS[p.family](model, options)
+    sched = model.schedule if p.family == "vp" else None
+    alphas, sigmas = vdm_ref.processes.alpha_sigma(p.family, levels, sched=sched)
+    vdm_ref.solver_grid(alphas, sigmas)
+    called = levels[sigmas > 0]  # 17.1: only the final level can have sigma = 0
+    cond = vdm_ref.processes.network_condition(p.family, called, sigma_data=p.sigma_data).astype(np.float64)
+    scale = vdm_ref.processes.input_scale(p.family, called, sigma_data=p.sigma_data)
+    out = Levels(levels, alphas, sigmas, cond, scale, p)
+    try:
+        out.x0_coefficients()
+    except ValueError as exc:
+        raise SamplingError(f"{exc}; this grid starts at a level the model's prediction cannot use") from None
+    return out
 
 
 BatchFn = Callable[[Plan, np.ndarray, "np.ndarray | None", SamplingOptions, "Progress | None"], np.ndarray]
@@ -96,6 +204,8 @@ class LoadedModel:
     T: int  # schedule length
     check_shape: Callable[[int, int, int], None]  # (batch, frames, size) -> raises ValueError
     run_batch: BatchFn  # (plan, noise (N + 1, b, C, T, H, W) float32, labels, options, progress) -> (b, C, T, H, W)
+    process: vdm_ref.Process = vdm_ref.Process()  # the noise process it was trained on (spec 14.7)
+    schedule: vdm_ref.Schedule | None = None  # vp: the abar table (spec 2)
 
 
 def plan_sampling(model: LoadedModel, num: int, options: SamplingOptions) -> Plan:
@@ -116,14 +226,24 @@ def plan_sampling(model: LoadedModel, num: int, options: SamplingOptions) -> Pla
                                 f"got {options.klass}")
     if options.guidance is not None and model.num_classes == 0:
         raise SamplingError("guidance needs a class-conditional model; this model is unconditional")
-    if not 1 <= options.steps <= model.T:
+    family = model.process.family
+    if options.sampler in vdm_ref.SAMPLERS and family != "vp":
+        raise SamplingError(f"the {options.sampler} sampler is defined on vp models (spec 7); this is a {family} "
+                            f"model: choose one of {', '.join(vdm_ref.SOLVERS)}")
+    if family == "vp" and not 1 <= options.steps <= model.T:
         raise SamplingError(f"steps must lie in [1, {model.T}] (the schedule has T={model.T}), got {options.steps}")
     labels = None
     if model.num_classes:
         labels = (np.full(num, options.klass, np.int64) if options.klass is not None
                   else np.arange(num, dtype=np.int64) % model.num_classes)
-    timesteps = vdm_ref.inference_timesteps(model.T, options.steps, options.spacing)
-    return Plan(num, (model.channels, frames, size, size), labels, timesteps)
+    if options.sampler in vdm_ref.SAMPLERS:
+        timesteps = vdm_ref.inference_timesteps(model.T, options.steps, options.spacing)
+        return Plan(num, (model.channels, frames, size, size), labels, timesteps)
+    try:
+        levels = solver_levels(model, options)
+    except ValueError as exc:
+        raise SamplingError(" ".join(str(exc).split())) from None
+    return Plan(num, (model.channels, frames, size, size), labels, np.zeros(0, np.int64), levels)
 
 
 def sample_noise(seed: int, index: int, n_steps: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -133,7 +253,7 @@ def sample_noise(seed: int, index: int, n_steps: int, shape: tuple[int, ...]) ->
 
 def batch_noise(seed: int, plan: Plan, start: int, stop: int) -> np.ndarray:
     """The noise of samples ``start..stop-1`` stacked on axis 1: (N + 1, b, C, T, H, W) float32."""
-    n = len(plan.timesteps)
+    n = plan.n_steps
     return np.stack([sample_noise(seed, k, n, plan.shape) for k in range(start, stop)], axis=1)
 
 
@@ -142,7 +262,7 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
     """``num`` clips (num, C, T, H, W) float32 in [-1, 1] from ``model`` (see the module docstring)."""
     options = options or SamplingOptions()
     plan = plan_sampling(model, num, options)
-    n, b = len(plan.timesteps), options.batch_size
+    n, b = plan.n_steps, options.batch_size
     total = n * num
     out = []
     for start in range(0, num, b):
@@ -157,7 +277,11 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
             x = model.run_batch(plan, batch_noise(seed, plan, start, stop), labels, options, step_done)
         except ValueError as exc:
             raise SamplingError(" ".join(str(exc).split())) from None
-        out.append(np.clip(np.asarray(x, np.float32), -1.0, 1.0))
+        x = np.asarray(x, np.float32)
+        if not np.isfinite(x).all():  # clipping would hide it, and media files would show black frames
+            raise SamplingError(f"samples {start}..{stop - 1} hold NaN or infinite values: the model's weights or "
+                                "the options (e.g. an extreme --guidance) overflow; nothing was written")
+        out.append(np.clip(x, -1.0, 1.0))
     return np.concatenate(out)
 
 
@@ -214,6 +338,7 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
     sched = ops.make_schedule(sm["name"], int(sm["T"]), zero_terminal_snr=bool(sm.get("zero_terminal_snr", False)),
                               device=dev, dtype=torch.float64, **dict(sm.get("params") or {}))
     prediction, variance = meta["prediction"], meta.get("variance") or "fixed_small"
+    process = process_from_meta(meta)
     net_dtype = next(net.parameters()).dtype
 
     def check_shape(_batch: int, _frames: int, size: int) -> None:
@@ -234,20 +359,87 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
             cond, uncond = both.chunk(2)
             return ops.classifier_free_guidance(cond, uncond, o.guidance, cfg.in_channels)
 
+        z = torch.from_numpy(noise).to(dev, torch.float64)
         was_training = net.training
         net.eval()
         try:
             with torch.no_grad():
-                x = ops.sample(fn, sched, [int(v) for v in plan.timesteps], noise.shape[1:],
-                               torch.from_numpy(noise).to(dev, torch.float64), sampler=o.sampler,
-                               prediction=prediction, variance=variance, eta=o.eta, clip=o.clip,
-                               threshold=o.threshold, progress=progress)
+                if plan.levels is not None:
+                    x = _torch_solve(fn, plan.levels, z, o, cfg.in_channels, progress)
+                else:
+                    x = ops.sample(fn, sched, [int(v) for v in plan.timesteps], noise.shape[1:], z,
+                                   sampler=o.sampler, prediction=prediction, variance=variance, eta=o.eta_value,
+                                   clip=o.clip, threshold=o.threshold, progress=progress)
         finally:
             net.train(was_training)
         return x.float().cpu().numpy()
 
+    ref_sched = vdm_ref.make_schedule(sm["name"], int(sm["T"]), zero_terminal_snr=bool(sm.get("zero_terminal_snr")),
+                                      **dict(sm.get("params") or {}))
     return LoadedModel("torch", description, cfg.in_channels, int(data.get("frames") or cfg.frames),
-                       int(data.get("size") or cfg.image_size), cfg.num_classes, int(sm["T"]), check_shape, run_batch)
+                       int(data.get("size") or cfg.image_size), cfg.num_classes, int(sm["T"]), check_shape, run_batch,
+                       process, ref_sched)
+
+
+def process_from_meta(meta: dict[str, Any]) -> vdm_ref.Process:
+    """The noise process a checkpoint or exported model records (spec 14.7); a v1 one without it is vp."""
+    d = meta.get("process")
+    try:
+        return vdm_ref.Process.from_dict(dict(d)) if d else vdm_ref.Process("vp", meta.get("prediction") or "eps")
+    except (TypeError, ValueError) as exc:
+        raise SamplingError(f"the model's recorded noise process is invalid: {' '.join(str(exc).split())}") from None
+
+
+def _torch_solve(fn: Callable[[Any, Any], Any], lv: Levels, z: Any, o: SamplingOptions, channels: int,
+                 progress: Progress | None) -> Any:
+    """A solver of spec 17 (torch, float64 update) driven by the network ``fn(x_in, condition) -> out``."""
+    import torch
+    from vdm.backends.torch import ops
+
+    a, b = lv.x0_coefficients()
+    n = lv.n_steps
+
+    def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+        if progress is not None:
+            progress(min(i, n), n)
+        cond = torch.full((x.shape[0],), float(lv.conditions[i]), dtype=torch.float64, device=x.device)
+        out = fn(x * float(lv.input_scales[i]), cond)[:, :channels]  # a learned variance is not used here
+        return ops.process_x0(float(a[i]) * x + float(b[i]) * out, o.clip, o.threshold)
+
+    opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
+    x = ops.solve(denoise, z[0] * lv.initial_scale(), lv.alphas, lv.sigmas, o.sampler, z[1:], **opts)
+    if progress is not None:
+        progress(n, n)
+    return x
+
+
+def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
+               channels: int, null_class: int | None, progress: Progress | None) -> np.ndarray:
+    """A solver of spec 17 on the host in float64 (the reference loop), the network in ONNX Runtime."""
+    a, b = lv.x0_coefficients()
+    n = lv.n_steps
+    guided = labels is not None and o.guidance is not None and o.guidance != 1.0
+
+    def denoise(x: np.ndarray, i: int) -> np.ndarray:
+        if progress is not None:
+            progress(min(i, n), n)
+        xin = (x * lv.input_scales[i]).astype(np.float32)
+        t = np.full(x.shape[0], lv.conditions[i], np.float32)
+        if guided:
+            null = np.full_like(labels, null_class)
+            both = den(np.concatenate([xin, xin]), np.concatenate([t, t]), np.concatenate([labels, null]))
+            cond, uncond = np.split(both.astype(np.float64), 2)
+            out = vdm_ref.classifier_free_guidance(cond, uncond, o.guidance, channels)
+        else:
+            out = den(xin, t, labels).astype(np.float64)
+        return vdm_ref.process_x0(a[i] * x + b[i] * out[:, :channels], o.clip, o.threshold)
+
+    opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
+    zz = z.astype(np.float64)
+    x = vdm_ref.solve(denoise, zz[0] * lv.initial_scale(), lv.alphas, lv.sigmas, o.sampler, zz[1:], **opts)
+    if progress is not None:
+        progress(n, n)
+    return x.astype(np.float32)
 
 
 def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_batch: int,
@@ -268,15 +460,19 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
 
     def run_batch(plan: Plan, noise: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
                   progress: Progress | None) -> np.ndarray:
+        if plan.levels is not None:
+            return _ort_solve(den, plan.levels, noise, labels, o, info.in_channels, info.null_class, progress)
         return smp.sample(plan.timesteps, noise.shape[1:], noise, labels=labels, guidance=o.guidance,
-                          sampler=o.sampler, eta=o.eta, clip=o.clip, threshold=o.threshold, progress=progress)
+                          sampler=o.sampler, eta=o.eta_value, clip=o.clip, threshold=o.threshold, progress=progress)
 
     return LoadedModel("ort", f"onnxruntime {den.choice.provider_name} ({path.name})", info.in_channels,
                        info.frames.default, info.size.default, info.num_classes, len(info.abar), den.check_shape,
-                       run_batch)
+                       run_batch, process_from_meta({"process": info.process, "prediction": info.prediction}),
+                       smp.sched)
 
 
 _LOADERS = {"torch": _load_torch, "ort": _load_ort}
 
-__all__ = ["BACKENDS", "DEVICES", "LoadedModel", "Plan", "SamplingError", "SamplingOptions", "batch_noise",
-           "load_model", "plan_sampling", "sample_noise", "sample_videos", "torch_model"]
+__all__ = ["BACKENDS", "DEFAULT_ETA", "DEVICES", "LEVELS", "Levels", "LoadedModel", "Plan", "SAMPLER_NAMES",
+           "SamplingError", "SamplingOptions", "batch_noise", "load_model", "plan_sampling", "process_from_meta",
+           "sample_noise", "sample_videos", "solver_levels", "torch_model"]

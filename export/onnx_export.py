@@ -16,7 +16,6 @@ import copy
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vdm.backends import files
 from vdm.backends.ort import metadata as md
 
 from .fp16 import float32_islands, to_fp16
@@ -148,6 +148,7 @@ def _meta_from_checkpoint(meta: dict[str, Any], config: Any, options: ExportOpti
         abar=np.array(sched.abar, dtype=np.float64),
         prediction=prediction,
         variance=variance,
+        process=dict(meta.get("process") or {}),
         in_channels=int(config.in_channels),
         out_channels=int(config.out_channels),
         batch=shapes["batch"],
@@ -216,11 +217,10 @@ def export_model(
     info = _meta_from_checkpoint(meta, config, options, md.weights_hash(model.state_dict()), dims)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    files.remove_stale_temp_files_of(out)  # what an export killed mid-way left beside out
+    # The graph is written, checked and validated as a temporary file that replaces out only when
+    # every check passed; any failure (a parity error, a full disk) removes it.
+    with files.atomic_path(out) as tmp:
         t0 = time.perf_counter()
         _run_exporter(_wrapper(model, options.fp16, conditional), options, config, example, conditional, tmp)
         proto = onnx.load(str(tmp))
@@ -250,10 +250,6 @@ def export_model(
             raise ExportError(
                 f"parity check failed: ONNX Runtime vs PyTorch max abs error {c.max_abs:.3g} at "
                 f"B={c.batch} T={c.frames} {c.size}x{c.size} exceeds {tol[0]:g} + {tol[1]:g} * {c.ref_scale:.3g}")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(out, info, export_s, validate_s, out.stat().st_size, len(proto.graph.node), tol, checked)
 
 
@@ -310,7 +306,7 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
                 torch.onnx.export(wrapped, args, str(path), dynamo=True, opset_version=options.opset,
                                   input_names=names, output_names=[md.OUTPUT], external_data=False,
                                   dynamic_shapes={n: (v or None) for n, v in shapes.items()}, verbose=False)
-    except ExportError:
+    except (ExportError, OSError):  # an OSError here is a failed write of the graph (full disk, size limit)
         raise
     except Exception as exc:
         raise ExportError(f"torch.onnx.export ({options.exporter}) failed: {type(exc).__name__}: "

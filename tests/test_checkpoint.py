@@ -168,9 +168,18 @@ def test_not_a_vdm_checkpoint(tmp_path):
 def test_spec_major_mismatch(tmp_path):
     model, ema, opt = _trained(1)
     path = tmp_path / "future.safetensors"
-    save_checkpoint(path, model=model, ema=ema, optimizer=opt, meta={**_meta(), "spec_version": "2.0.0"})
+    save_checkpoint(path, model=model, ema=ema, optimizer=opt, meta={**_meta(), "spec_version": "3.0.0"})
     with pytest.raises(CheckpointError, match="major versions differ"):
         read_meta(path)
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+def test_spec_v1_and_v2_checkpoints_load(tmp_path, version):
+    """Spec 2.0.0 only added to 1.0.0, so checkpoints written under either load."""
+    model, ema, opt = _trained(1)
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, model=model, ema=ema, optimizer=opt, meta={**_meta(), "spec_version": version})
+    assert read_meta(path)["spec_version"] == version
 
 
 def test_state_config_mismatch(tmp_path):

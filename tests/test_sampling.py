@@ -78,7 +78,7 @@ def test_sample_k_depends_on_seed_and_index_only(ckpt):
 def test_bad_options_are_one_line_errors(ckpt):
     path, _ = ckpt
     model = sampling.load_model(path, "torch")
-    for options, words in ((sampling.SamplingOptions(sampler="euler"), "unknown sampler"),
+    for options, words in ((sampling.SamplingOptions(sampler="nope"), "unknown sampler"),
                            (sampling.SamplingOptions(steps=1001), "steps must lie in"),
                            (sampling.SamplingOptions(guidance=2.0), "unconditional"),
                            (sampling.SamplingOptions(size=7), "multiples of")):
@@ -87,3 +87,43 @@ def test_bad_options_are_one_line_errors(ckpt):
         assert "\n" not in str(info.value)
     with pytest.raises(sampling.SamplingError, match="ONNX"):
         sampling.load_model(path, "ort")
+
+
+def test_solvers_run_on_both_backends_within_parity(ckpt):
+    """Every solver of spec 17 samples a vp checkpoint on torch and on ONNX Runtime (whose solver loop
+    is the float64 reference on the host) from the same noise, within the backends' parity."""
+    path, onnx_path = ckpt
+    torch_m, ort_m = sampling.load_model(path, "torch"), sampling.load_model(onnx_path, "ort")
+    for solver in vdm_ref.SOLVERS:
+        options = sampling.SamplingOptions(sampler=solver, steps=4, batch_size=2)
+        a = sampling.sample_videos(torch_m, 3, 5, options)
+        b = sampling.sample_videos(ort_m, 3, 5, options)
+        assert a.shape == (3, 1, 4, 8, 8) and np.abs(a).max() > 0.05, solver
+        assert np.abs(a - b).max() <= PARITY, solver
+
+
+def test_euler_on_a_vp_model_is_ddim(ckpt):
+    """Spec 17.3: the first-order update equals DDIM (eta = 0) in exact arithmetic, so a vp model sampled
+    with euler lands where ddim does from the same noise and timesteps (both float64 updates)."""
+    path, _ = ckpt
+    model = sampling.load_model(path, "torch")
+    for clip in (None, 1.0):
+        ddim = sampling.sample_videos(model, 2, 1, sampling.SamplingOptions(sampler="ddim", steps=6, clip=clip))
+        euler = sampling.sample_videos(model, 2, 1, sampling.SamplingOptions(sampler="euler", steps=6, clip=clip))
+        assert np.abs(ddim).max() > 0.05
+        np.testing.assert_allclose(euler, ddim, atol=2e-5)
+    # A different grid (another spacing) is a different answer: the comparison can fail.
+    other = sampling.sample_videos(model, 2, 1, sampling.SamplingOptions(sampler="euler", steps=6, spacing="leading"))
+    assert np.abs(other - euler).max() > 1e-3
+
+
+def test_solver_options_that_do_not_apply_are_one_line_errors(ckpt):
+    path, _ = ckpt
+    model = sampling.load_model(path, "torch")
+    for options, words in ((sampling.SamplingOptions(sampler="euler", shift=3.0), "--shift applies to flow"),
+                           (sampling.SamplingOptions(sampler="euler", karras=True), "vp"),
+                           (sampling.SamplingOptions(sampler="heun", eta=0.5), "deterministic"),
+                           (sampling.SamplingOptions(sampler="euler", final="half"), "unknown final level")):
+        with pytest.raises(sampling.SamplingError, match=words) as info:
+            sampling.sample_videos(model, 1, 0, options)
+        assert "\n" not in str(info.value)

@@ -94,6 +94,7 @@ class OnnxModelInfo:
     weights_sha256: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=dict)  # vdm_ref.Process.to_dict(); empty = vp (spec 14.7)
 
     @property
     def conditional(self) -> bool:
@@ -154,14 +155,19 @@ class OnnxModelInfo:
 
     def validate(self) -> None:
         major = str(self.spec_version).split(".")[0]
-        if major != vdm_ref.SPEC_VERSION.split(".")[0]:
+        if major not in vdm_ref.READABLE_SPEC_MAJORS:
             raise MetadataError(f"model follows spec {self.spec_version}; this vdm implements spec "
                                 f"{vdm_ref.SPEC_VERSION}")
         a = self.abar
         if a.ndim != 1 or len(a) != int(self.schedule.get("T", -1)) or not (
                 np.all(np.isfinite(a)) and np.all(np.diff(a) < 0) and 0 <= a[-1] and a[0] < 1):
             raise MetadataError("vdm metadata abar table is not a strictly decreasing table of length T")
-        if self.prediction not in vdm_ref.PREDICTIONS or self.variance not in vdm_ref.VARIANCES:
+        try:
+            process = (vdm_ref.Process.from_dict(self.process) if self.process
+                       else vdm_ref.Process("vp", self.prediction))
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(f"vdm metadata process is invalid: {exc}") from None
+        if process.prediction != self.prediction or self.variance not in vdm_ref.VARIANCES:
             raise MetadataError(f"unknown prediction/variance {self.prediction!r}/{self.variance!r}")
         if self.out_channels not in (self.in_channels, 2 * self.in_channels):
             raise MetadataError("out_channels must be C or 2C")

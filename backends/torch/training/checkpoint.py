@@ -256,9 +256,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_spec_version(path: Path, version: Any) -> None:
-    ours = vdm_ref.SPEC_VERSION.split(".")[0]
     theirs = str(version).split(".")[0] if version is not None else None
-    if theirs != ours:
+    if theirs not in vdm_ref.READABLE_SPEC_MAJORS:
         raise CheckpointError(f"{path} was written for spec {version}, this vdm implements spec "
                               f"{vdm_ref.SPEC_VERSION} (major versions differ)")
 
@@ -287,8 +286,19 @@ def check_state(path: str | os.PathLike[str], name: str, state: Mapping[str, Ten
         raise CheckpointError(f"{path}: {name} weights do not match the stored model_config: " + "; ".join(parts))
 
 
-def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
-    """Read and validate a checkpoint written by :func:`save_checkpoint` (no pickle involved)."""
+def check_finite(path: str | os.PathLike[str], name: str, state: Mapping[str, Tensor]) -> None:
+    """Raise CheckpointError if a floating-point tensor of ``state`` holds a NaN or infinity: such
+    weights only sample NaN videos (and training never checkpoints them)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} {name} weight tensor(s) hold NaN or infinite values "
+                              f"(e.g. {bad[0]}); it would sample NaN videos, use an earlier checkpoint")
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
+                    allow_non_finite: bool = False) -> Checkpoint:
+    """Read and validate a checkpoint written by :func:`save_checkpoint` (no pickle involved).
+    Weights with NaN or infinite values are refused unless ``allow_non_finite`` (for inspection)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -314,6 +324,9 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     check_state(path, "model", groups["model"], expected)
     if groups["ema"]:
         check_state(path, "EMA", groups["ema"], expected)
+    if not allow_non_finite:
+        check_finite(path, "raw", groups["model"])
+        check_finite(path, "EMA", groups["ema"])
     optim_state = None
     if "optimizer" in meta:
         opt = meta["optimizer"]
