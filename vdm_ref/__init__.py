@@ -104,9 +104,12 @@ from .solvers import (
 from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
 
 SPEC_VERSION = "1.0.0"
+# Spec majors whose checkpoints and exported models this version reads: 2.0.0 only added to 1.0.0.
+READABLE_SPEC_MAJORS = ("1", "2")
 
 __all__ = [
-    "SPEC_VERSION", "SCHEDULES", "SPACINGS", "SAMPLERS", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS",
+    "SPEC_VERSION", "READABLE_SPEC_MAJORS", "SCHEDULES", "SPACINGS", "SAMPLERS", "PREDICTIONS", "VARIANCES",
+    "DEFAULT_PARAMS",
     "Schedule", "Sampler", "make_schedule", "rescale_zero_terminal_snr",
     "inference_timesteps", "previous_timestep", "step_pairs",
     "q_mean_variance", "q_sample", "velocity",
