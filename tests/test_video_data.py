@@ -13,6 +13,8 @@ from vdm.backends.media import read_video, write_video
 from vdm.backends.torch.data.video import (
     UCF101,
     ClipSpec,
+    VideoClips,
+    VideoDataWarning,
     VideoFolder,
     VideoPartlyDecodedWarning,
     VideoSkippedWarning,
@@ -275,6 +277,23 @@ def test_damaged_cache_entry_is_rebuilt(class_dir, tmp_path, damage):
     for i in range(3):
         assert torch.equal(second[i][0], items[i])
     assert VideoFolder(class_dir, spec, cache_dir=cache).decode_count == 0  # repaired for good
+
+
+def test_cache_that_cannot_be_written(class_dir, tmp_path, monkeypatch):
+    import errno
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot create the video cache folder .*file/cache"):
+        VideoFolder(class_dir, ClipSpec(frames=4, size=16), cache_dir=tmp_path / "file" / "cache")
+
+    def full(entry, decoded):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(VideoClips, "_store", staticmethod(full))
+    with pytest.warns(VideoDataWarning, match="No space left on device") as record:
+        ds = VideoFolder(class_dir, ClipSpec(frames=4, size=16), cache_dir=tmp_path / "cache")
+    assert len(record) == 1 and ds.cache_dir is None and len(ds) == 3  # said once; the run goes on uncached
+    assert ds[0][0].shape == (3, 4, 16, 16)
 
 
 # ----------------------------------------------------------------------------- colour, fps, partial files

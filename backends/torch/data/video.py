@@ -232,7 +232,11 @@ class VideoClips:
         self.clip = clip or ClipSpec()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"cannot create the video cache folder {self.cache_dir}: {one_line(exc)}; choose "
+                                 "another cache folder or turn the cache off") from None
         self.seed = seed
         self.epoch = 0
         self.classes = list(classes)
@@ -317,14 +321,23 @@ class VideoClips:
         spec = self.clip
         decoded = decode_file(path, spec.size, spec.channels, spec.fps)
         if entry is not None:
-            note_file = entry.with_suffix(".note.txt")
-            if decoded.note:  # written first: an entry never exists without its note
-                atomic_write_bytes(note_file, decoded.note.encode())
-            else:
-                note_file.unlink(missing_ok=True)
-            with atomic_path(entry) as tmp, open(tmp, "wb") as f:
-                np.save(f, decoded.frames, allow_pickle=False)
+            try:
+                self._store(entry, decoded)
+            except OSError as exc:  # a full disk costs speed, not the run: stop caching and say so once
+                warnings.warn(f"cannot write the video cache entry {entry} ({one_line(exc)}); decoding without "
+                              "a cache from now on", VideoDataWarning, stacklevel=2)
+                self.cache_dir = None
         return decoded
+
+    @staticmethod
+    def _store(entry: Path, decoded: Decoded) -> None:
+        note_file = entry.with_suffix(".note.txt")
+        if decoded.note:  # written first: an entry never exists without its note
+            atomic_write_bytes(note_file, decoded.note.encode())
+        else:
+            note_file.unlink(missing_ok=True)
+        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+            np.save(f, decoded.frames, allow_pickle=False)
 
     # -- dataset protocol --------------------------------------------------------------
 
