@@ -300,8 +300,8 @@ def edm_loss_weight(sigma: Any, sigma_data: float = SIGMA_DATA) -> Tensor:
     """Spec 16.3: lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2."""
     res = sigma.dtype if isinstance(sigma, Tensor) and sigma.is_floating_point() else torch.float64
     s = torch.as_tensor(sigma).to(torch.float64)
-    if _checks.inspect(s) and bool((s <= 0).any()):
-        raise ValueError("argument 'sigma' must be > 0")
+    if _checks.inspect(s) and not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError("argument 'sigma' must be finite and > 0")
     sd = check_sigma_data(sigma_data)
     return ((s * s + sd * sd) / (s * sd) ** 2).to(res)
 
