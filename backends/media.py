@@ -198,6 +198,83 @@ def save_loss_plot(
     return Path(path)
 
 
+_PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
+            (140, 86, 75), (227, 119, 194)]
+
+
+def save_line_plots(
+    path: str | os.PathLike[str],
+    panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[float]]]]],
+    *,
+    x_label: str = "step",
+    size: tuple[int, int] = (760, 300),
+    log_y: Sequence[bool | None] = (),
+) -> Path:
+    """Panels stacked vertically, each ``(title, [(label, xs, ys), ...])``, as a PNG drawn with Pillow
+    (``size`` is one panel's). Series share a colour across panels and a legend in the first; non-finite
+    points are skipped. ``log_y[p]`` sets panel p's y axis: True logarithmic (points <= 0 dropped), False
+    linear, None (default) logarithmic when its positive points span more than a factor of 100
+    (``vdm schedule --plot``: log-SNR and sigma of several schedules)."""
+    width, height = size
+    img = Image.new("RGB", (width, height * max(1, len(panels))), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    left, right, top, bottom = 64, 16, 28, 36
+    for p, (title, series) in enumerate(panels):
+        y0 = p * height
+        box = (left, y0 + top, width - right, y0 + height - bottom)
+        draw.text((left, y0 + 8), title, fill="black", font=font)
+        draw.rectangle(box, outline="black")
+        pts = [[(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if math.isfinite(float(y))]
+               for _, xs, ys in series]
+        flat = [q for line in pts for q in line]
+        if not flat:
+            draw.text((left + 10, y0 + top + 10), "no data", fill="gray", font=font)
+            continue
+        positive = [q[1] for q in flat if q[1] > 0]
+        want_log = log_y[p] if p < len(log_y) else None
+        use_log = bool(positive) and (max(positive) / min(positive) > 100 if want_log is None else want_log)
+        if use_log:
+            pts = [[q for q in line if q[1] > 0] for line in pts]
+            flat = [q for line in pts for q in line]
+        ys_all = [q[1] for q in flat]
+        fy = math.log10 if use_log else (lambda v: v)
+        x_lo, x_hi = min(q[0] for q in flat), max(q[0] for q in flat)
+        y_lo, y_hi = fy(min(ys_all)), fy(max(ys_all))
+        x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi - y_lo > 1e-12 else y_lo + 1)
+
+        def px(x: float, y: float, box: tuple = box, x_lo: float = x_lo, x_hi: float = x_hi,
+               y_lo: float = y_lo, y_hi: float = y_hi, fy: Any = fy) -> tuple[float, float]:
+            return (box[0] + (x - x_lo) / (x_hi - x_lo) * (box[2] - box[0]),
+                    box[3] - (fy(y) - y_lo) / (y_hi - y_lo) * (box[3] - box[1]))
+
+        for tx in _nice_ticks(x_lo, x_hi):
+            x = px(tx, 10**y_lo if use_log else y_lo)[0]
+            draw.line([(x, box[3]), (x, box[3] + 4)], fill="black")
+            draw.text((x - 10, box[3] + 8), f"{tx:g}", fill="black", font=font)
+        ticks = [10.0**e for e in range(math.floor(y_lo), math.ceil(y_hi) + 1)] if use_log else _nice_ticks(y_lo, y_hi)
+        for ty in ticks:
+            if y_lo - 1e-9 <= fy(ty) <= y_hi + 1e-9:
+                y = px(x_lo, ty)[1]
+                draw.line([(box[0], y), (box[2], y)], fill=(230, 230, 230))
+                draw.text((4, y - 6), _fmt(ty), fill="black", font=font)
+        for k, line in enumerate(pts):
+            colour = _PALETTE[k % len(_PALETTE)]
+            xy = [px(x, y) for x, y in line]
+            if len(xy) > 1:
+                draw.line(xy, fill=colour, width=2)
+            for x, y in xy:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+            if p == 0:
+                draw.text((box[0] + 8, box[1] + 6 + 12 * k), series[k][0][:48], fill=colour, font=font)
+        draw.text((width // 2 - 12, y0 + height - 16), x_label + ("   (log y)" if use_log else ""), fill="black",
+                  font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
 # --------------------------------------------------------------------------- video files (PyAV)
 
 

@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES: list[str] = ["conformance", "train", "eval", "export", "sample", "quickstart"]
+COMMAND_MODULES: list[str] = ["conformance", "train", "eval", "export", "sample", "schedule", "quickstart"]
 
 
 def _version_callback(value: bool) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 import vdm_ref
 from vdm_ref import sigmas as levels
 
+from .plan import SchedulePlan
+
 # Keys of a saved config that describe the file, not the scheduler.
 META_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
 
@@ -81,38 +83,6 @@ BETA_SCHEDULES = {"linear": ("linear", ("beta_start", "beta_end")),
 PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 VARIANCES = {"fixed_small": "fixed_small", "fixed_large": "fixed_large", "learned_range": "learned_range"}
 ZERO_SNR_ABAR = 2.0**-24  # what diffusers' sigma-based schedulers put in place of abar_{T-1} = 0
-
-
-@dataclass(frozen=True)
-class SchedulePlan:
-    """What a scheduler config runs, in vdm terms."""
-
-    scheduler: str  # the diffusers class it was read from
-    family: str  # vp | flow | edm (spec 14)
-    timesteps: np.ndarray  # what the network is given at each network call (diffusers' scheduler.timesteps)
-    sigmas: np.ndarray | None  # the levels incl. the final one (scheduler.sigmas); None where it has none
-    sampler: str  # a row of vdm_ref.SAMPLERS or vdm_ref.solvers.SOLVERS
-    prediction: str  # a vdm prediction type (spec 4 / 14.3)
-    options: dict = field(default_factory=dict)  # the sampler's vdm options (clip, final_abar, ...)
-    schedule: dict | None = None  # vp: the vdm schedule that gives its abar table (spec 2)
-    notes: tuple[str, ...] = ()  # every place the config or diffusers departs from the spec, in words
-    alpha: np.ndarray = field(default=None, repr=False)  # (alpha, sigma) of spec 14.1 at each step's level and
-    sigma: np.ndarray = field(default=None, repr=False)  # the final one: what a log-SNR plot draws
-
-    def to_dict(self) -> dict:
-        """JSON-ready: lists of floats or ints, no NumPy types."""
-        return {
-            "scheduler": self.scheduler, "family": self.family,
-            "timesteps": self.timesteps.tolist(),
-            "sigmas": None if self.sigmas is None else self.sigmas.tolist(),
-            "sampler": self.sampler, "prediction": self.prediction, "options": dict(self.options),
-            "schedule": self.schedule, "notes": list(self.notes),
-        }
-
-    def log_snr(self) -> np.ndarray:
-        """log(alpha^2 / sigma^2) at each level (spec 14.6: 2 lambda), +inf at clean data."""
-        with np.errstate(divide="ignore"):
-            return 2.0 * (np.log(self.alpha) - np.log(self.sigma))
 
 
 @dataclass
