@@ -310,12 +310,24 @@ def test_real_video_eval_uses_held_out_files_and_video_metrics(video_run, tmp_pa
     # Flat held-out clips have no contrast and no motion; the uniform-noise samples have plenty.
     assert rows["real"]["contrast_r"] < 0.02 and rows["samples"]["contrast_r"] > 0.4
     assert rows["samples"]["stats_gap"] > rows["real"]["stats_gap"]
+    # Reproducible: the same seed draws the same held-out clips.
+    assert evaluate(samples=samples, ckpt=ckpt)["rows"] == rows
     # The cache: the training run's by default; --no-cache leaves a given folder untouched.
     assert rep["settings"]["cache_dir"] == data["cache_dir"]
     evaluate(samples=samples, ckpt=ckpt, cache=False, cache_dir=tmp_path / "never")
     assert not (tmp_path / "never").exists()
     evaluate(samples=samples, ckpt=ckpt, cache_dir=tmp_path / "own")
     assert len(list((tmp_path / "own").glob("*.npy"))) == len(held)
+
+
+def test_real_video_eval_with_features(video_run, feature_nets):
+    _, pt, _ = feature_nets
+    _, ckpt = video_run
+    samples = np.random.default_rng(1).uniform(-1, 1, (6, 3, 4, 8, 8)).astype(np.float32)
+    rep = evaluate(samples=samples, ckpt=ckpt, features=pt)
+    fr = rep["frechet"]
+    assert fr["samples_vs_real"] > fr["real2_vs_real"] >= 0  # uniform noise is far from flat grey clips
+    assert rep["rows"]["real"]["frechet_to_real"] == fr["real2_vs_real"]
 
 
 def test_eval_cli_on_real_video(video_run, tmp_path):
