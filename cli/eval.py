@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from vdm.backends.sampling import SamplingError, SamplingOptions
+from vdm.backends.files import WriteError, check_writable, remove_stale_temp_files_of
+from vdm.backends.sampling import SAMPLER_NAMES, SamplingError, SamplingOptions
 
 import vdm_ref
 
-from .errors import fail, require_extras
+from .errors import CANNOT_WRITE, fail, require_extras
 
 # Which direction is better, for the table's header.
 _METRIC_HINTS = {
@@ -35,9 +36,17 @@ def register(app: typer.Typer) -> None:
                               "in [-1, 1]. With --ckpt too, its data options shape the real clips.")] = None,
         num: Annotated[int, typer.Option("--num", min=2, help="Clips to sample (and real/noise clips).")] = 64,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Sampler steps.")] = 20,
-        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(vdm_ref.SAMPLERS)}.")] = "ddim",
+        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: "
+                                                  "vp models only).")] = "ddim",
         spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
-        eta: Annotated[float, typer.Option(min=0.0, max=1.0, help="DDIM eta (0 = deterministic).")] = 0.0,
+        eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
+                                                  "deterministic) and euler_ancestral (default 1).")] = None,
+        shift: Annotated[float | None, typer.Option(help="Flow models: time shift of the levels (spec 15.2; "
+                                                         "default 1 = none).")] = None,
+        karras: Annotated[bool | None, typer.Option("--karras/--no-karras", help="EDM models: Karras (default) or "
+                                                    "uniform sigmas (spec 15.5, 15.1).")] = None,
+        final_sigma: Annotated[str, typer.Option(help="Solvers' final level: zero or sigma_min (spec 15.6).")
+                               ] = "zero",
         clip: Annotated[float, typer.Option(min=0.0, help="Clip predicted x0 to [-clip, clip] (0 = off).")] = 1.0,
         threshold: Annotated[float | None, typer.Option(
             help="Dynamic thresholding quantile of predicted x0 (e.g. 0.995; off by default).")] = None,
@@ -68,7 +77,9 @@ def register(app: typer.Typer) -> None:
         """Score samples beside real held-out clips and clipped Gaussian noise: moving-shapes structure metrics, or
         natural-video statistics for a checkpoint trained on real video (clips of files it never trained on).
 
-        Exit status: 0 done, 2 bad input (missing/corrupt checkpoint, samples or feature file).
+        Exit status: 0 done, 2 bad input (missing/corrupt checkpoint, samples or feature file, a checkpoint
+        with NaN or infinite weights), 3 --report or --save-samples cannot be written (checked before sampling;
+        their folders are created if missing).
         """
         require_extras("vdm eval", "torch")
         if features is not None and features.suffix.lower() == ".onnx":
@@ -82,12 +93,19 @@ def register(app: typer.Typer) -> None:
 
         if ckpt is None and samples is None:
             fail("give --ckpt CKPT (to sample from it) or --samples FILE (to score given clips)")
-        options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, clip=clip or None,
+        options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, shift=shift, karras=karras,
+                                  final=final_sigma, clip=clip or None,
                                   threshold=threshold, guidance=guidance, batch_size=batch_size)
         try:
             options.check()
         except SamplingError as exc:
             fail(str(exc))
+        outputs = [p for p in (report, save_samples) if p is not None]
+        try:  # before sampling: a run of minutes must not end on an unwritable path
+            for path in outputs:
+                check_writable(path)
+        except WriteError as exc:
+            fail(str(exc), CANNOT_WRITE)
         err = Console(stderr=True)
         if threads:
             import torch
@@ -125,13 +143,18 @@ def register(app: typer.Typer) -> None:
         Console().print(f"real clips: {rep['settings']['real_source']}", highlight=False)
         if rep.get("sample_seconds") is not None:
             Console().print(f"sampling took {rep['sample_seconds']:.1f} s", highlight=False)
-        if save_samples is not None and videos is not None:
-            from vdm.backends import media
+        try:
+            remove_stale_temp_files_of(*outputs)  # what a run killed while writing them left behind
+            if save_samples is not None and videos is not None:
+                from vdm.backends import media
 
-            if save_samples.suffix.lower() == ".gif":
-                media.save_gif(save_samples, videos[:16])
-            else:
-                media.save_npy(save_samples, videos)
+                if save_samples.suffix.lower() == ".gif":
+                    media.save_gif(save_samples, videos[:16])
+                else:
+                    media.save_npy(save_samples, videos)
+            if report is not None:
+                write_report(report, rep)
+        except WriteError as exc:
+            fail(str(exc), CANNOT_WRITE)
         if report is not None:
-            write_report(report, rep)
             Console().print(f"report written to {report}", highlight=False)

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from vdm.backends.sampling import BACKENDS, SamplingError, SamplingOptions
+from vdm.backends.files import WriteError
+from vdm.backends.sampling import BACKENDS, SAMPLER_NAMES, SamplingError, SamplingOptions
 
 import vdm_ref
 
-from .errors import fail, require_extras
+from .errors import CANNOT_WRITE, fail, require_extras
 
 
 def register(app: typer.Typer) -> None:
@@ -27,9 +28,17 @@ def register(app: typer.Typer) -> None:
                                                         "with every frame is always written beside it.")
                        ] = Path("samples.gif"),
         backend: Annotated[str, typer.Option(help=f"One of {', '.join(BACKENDS)} (ort = ONNX Runtime).")] = "ort",
-        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(vdm_ref.SAMPLERS)}.")] = "ddim",
+        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: "
+                                                  "vp models only).")] = "ddim",
         steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 50,
-        eta: Annotated[float, typer.Option(min=0.0, max=1.0, help="DDIM eta (0 = deterministic).")] = 0.0,
+        eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
+                                                  "deterministic) and euler_ancestral (default 1).")] = None,
+        shift: Annotated[float | None, typer.Option(help="Flow models: time shift of the levels (spec 15.2; "
+                                                         "default 1 = none).")] = None,
+        karras: Annotated[bool | None, typer.Option("--karras/--no-karras", help="EDM models: Karras (default) or "
+                                                    "uniform sigmas (spec 15.5, 15.1).")] = None,
+        final_sigma: Annotated[str, typer.Option(help="Solvers' final level: zero or sigma_min (spec 15.6).")
+                               ] = "zero",
         spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
         guidance: Annotated[float | None, typer.Option(
             help="Classifier-free guidance scale w (conditional models; 1 = plain conditional).")] = None,
@@ -52,21 +61,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sample videos; the network and the sampler update run on the chosen backend.
 
-        Exit status: 0 done, 2 bad input (missing/corrupt/foreign model, impossible class, frame count or
-        size, guidance on an unconditional model, unavailable device without --allow-fallback).
+        Exit status: 0 done, 2 bad input (missing/corrupt/foreign model, a checkpoint with NaN or infinite
+        weights, impossible class, frame count or size, guidance on an unconditional model, unavailable device
+        without --allow-fallback), 3 --out cannot be written (checked before sampling; its folder is created
+        if missing).
         """
         if backend in BACKENDS:  # each backend's name is the name of its extra; an unknown one fails in _run
             require_extras(f"vdm sample --backend {backend}", backend)
         try:
             _run(model=model, out=out, backend=backend, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
+                 shift=shift, karras=karras, final_sigma=final_sigma,
                  guidance=guidance, klass=klass, num=num, seed=seed, device=device, allow_fallback=allow_fallback,
                  frames=frames, size=size, batch_size=batch_size, clip=clip or None, threshold=threshold, raw=raw,
                  fps=fps)
         except SamplingError as exc:
             fail(str(exc))
+        except WriteError as exc:
+            fail(str(exc), CANNOT_WRITE)
 
 
-def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta: float, spacing: str,
+def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta: float | None, spacing: str,
+         shift: float | None, karras: bool | None, final_sigma: str,
          guidance: float | None, klass: int | None, num: int, seed: int, device: str, allow_fallback: bool,
          frames: int | None, size: int | None, batch_size: int, clip: float | None, threshold: float | None,
          raw: bool, fps: float) -> list[Path]:
@@ -80,12 +95,17 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
         TimeRemainingColumn,
     )
     from vdm.backends import media, sampling
+    from vdm.backends.files import check_writable, remove_stale_temp_files_of
 
     if out.suffix.lower() not in media.VIDEO_OUTPUTS:
         raise SamplingError(f"--out must end in {', '.join(media.VIDEO_OUTPUTS)}, got {out.name}")
-    options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, clip=clip, threshold=threshold,
+    options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, shift=shift, karras=karras,
+                              final=final_sigma, clip=clip, threshold=threshold,
                               guidance=guidance, klass=klass, batch_size=batch_size, frames=frames, size=size)
     options.check()
+    outputs = (out, media.sheet_path(out))
+    for path in outputs:  # before the model loads and samples: an unwritable --out fails at once
+        check_writable(path)
     err = Console(stderr=True, soft_wrap=True)  # one message, one line (also when piped)
 
     def warn(line: str) -> None:
@@ -102,14 +122,12 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
     t0 = time.perf_counter()
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
-        task = bar.add_task("sampling", total=num * steps)
+        task = bar.add_task("sampling", total=num * plan.n_steps)
         videos = sampling.sample_videos(loaded, num, seed, options,
                                         progress=lambda done, _total: bar.update(task, completed=done))
     sample_s = time.perf_counter() - t0
-    try:
-        written = media.write_videos(videos, out, fps=fps)
-    except OSError as exc:
-        raise SamplingError(f"cannot write {out}: {exc.strerror or exc}") from None
+    remove_stale_temp_files_of(*outputs)  # what a run killed while writing them left behind
+    written = media.write_videos(videos, out, fps=fps)
     n_batches = -(-num // batch_size)
     err.print(f"sampled in {sample_s:.1f} s ({sample_s / (n_batches * steps) * 1e3:.0f} ms/step, "
               f"model load {load_s:.1f} s)", highlight=False)

@@ -127,3 +127,18 @@ def test_solver_options_that_do_not_apply_are_one_line_errors(ckpt):
         with pytest.raises(sampling.SamplingError, match=words) as info:
             sampling.sample_videos(model, 1, 0, options)
         assert "\n" not in str(info.value)
+
+
+def test_vdm_sample_dpmpp_2m_on_both_backends(ckpt, tmp_path):
+    """`vdm sample --sampler dpmpp_2m --steps 10` on torch and ort: same noise, clips within parity."""
+    path, onnx_path = ckpt
+    runner = CliRunner()
+    for backend, model in (("torch", path), ("ort", onnx_path)):
+        res = runner.invoke(app, ["sample", "--model", str(model), "--backend", backend, "--sampler", "dpmpp_2m",
+                                  "--steps", "10", "--num", "2", "--out", str(tmp_path / f"{backend}.npy")])
+        assert res.exit_code == 0, res.output
+    a, b = np.load(tmp_path / "torch.npy"), np.load(tmp_path / "ort.npy")
+    assert np.abs(a).max() > 0.05 and np.abs(a - b).max() <= PARITY
+    res = runner.invoke(app, ["sample", "--model", str(path), "--backend", "torch", "--sampler", "euler",
+                              "--shift", "3", "--out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "--shift applies to flow" in res.output and not (tmp_path / "x.npy").exists()
