@@ -379,6 +379,40 @@ def test_partly_decodable_file_is_reported_with_its_frame_count(tmp_path):
                for w in record)
 
 
+def test_decode_error_after_some_frames_keeps_them(monkeypatch, tmp_path):
+    """A decoder that raises part-way (frame threading usually hides this, so it is staged): the frames before
+    the error are kept and the note carries the error."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    import vdm.backends.torch.data.video as video_mod
+
+    def frames():
+        for t in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((8, 8, 3), 40 * t, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 25)
+            yield frame
+        raise OSError("Invalid data found when processing input")
+
+    class Container:
+        duration = None
+        streams = SimpleNamespace(video=[SimpleNamespace(frames=30, guessed_rate=Fraction(25), average_rate=None)])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def decode(self, stream):
+            return frames()
+
+    monkeypatch.setattr(video_mod.av, "open", lambda path: Container())
+    decoded = decode_file(tmp_path / "x.mp4", 8)
+    assert len(decoded.frames) == 5 and [int(f.mean()) for f in decoded.frames] == [0, 40, 80, 120, 160]
+    assert decoded.note == "yielded 5 of 30 frames (OSError: Invalid data found when processing input)"
+
+
 def test_warnings_are_one_line_each_and_quiet_drops_them(tmp_path, capsys):
     write_video(tmp_path / "good.mp4", square_video())
     (tmp_path / "bad.mp4").write_bytes(b"not\na\nvideo" * 50)
