@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of the random cases.")] = 0,
         only: Annotated[str | None, typer.Option(
             help="Comma-separated ops, clauses (5.3) or sections (5).")] = None,
+        case: Annotated[str | None, typer.Option(
+            help="Run one check only, by the case id a failure reports (random/OP/K with its --seed, "
+            "errors/OP/KIND, e2e/NAME or OP/K for a golden vector).")] = None,
         strict_xfail: Annotated[bool, typer.Option(
             "--strict-xfail", help="Fail on xfail entries that match no failing clause.")] = False,
         allow_missing: Annotated[bool, typer.Option(
@@ -43,12 +46,14 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from vdm.backends.conformance.adapters import BackendError
         from vdm.backends.conformance.report import render
-        from vdm.backends.conformance.runner import resolve_backend, run, select_ops
+        from vdm.backends.conformance.runner import case_target, resolve_backend, run, select_ops
         from vdm.backends.conformance.xfail import XfailError, load_xfail
 
         if backend in _BACKEND_EXTRAS:
             require_extras(f"vdm conformance {backend}", _BACKEND_EXTRAS[backend])
         try:
+            if case is not None:
+                case_target(case)  # a malformed id is bad input: one line, exit 2
             ops = select_ops(only)
             entries = load_xfail(xfail) if xfail is not None else []
             adapter = resolve_backend(backend, device, dtype)
@@ -61,10 +66,11 @@ def register(app: typer.Typer) -> None:
         if err.is_terminal:
             with err.status("checking ...") as status:
                 result = run(adapter, ops=ops, n_cases=cases, seed=seed, xfail=entries, allow_missing=allow_missing,
-                             strict_xfail=strict_xfail, progress=lambda op: status.update(f"checking {op} ..."))
+                             strict_xfail=strict_xfail, progress=lambda op: status.update(f"checking {op} ..."),
+                             backend_spec=backend, case=case)
         else:
             result = run(adapter, ops=ops, n_cases=cases, seed=seed, xfail=entries, allow_missing=allow_missing,
-                         strict_xfail=strict_xfail)
+                         strict_xfail=strict_xfail, backend_spec=backend, case=case)
         render(result, console)
         if report is not None:
             try:

@@ -117,6 +117,7 @@ BAD_INPUT = [
     (["numpy", "--xfail", "/no/such/xfail.json"], "cannot read xfail file"),
     (["numpy", "--only", "12.3"], "matches no op or clause"),
     (["numpy", "--device", "tpu"], "unknown device 'tpu'"),
+    (["numpy", "--case", "random/nope/3"], "--case: 'random/nope/3' is not a case id"),
     ([EXAMPLE, "--dtype", "bfloat16"], "failed: ValueError"),
 ]
 if not _cuda():
@@ -140,3 +141,23 @@ def test_bad_input_from_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: xfail file '{bad}', entry 0: needs a non-empty 'reason'"
     assert proc.stdout == ""
+
+
+def test_a_failure_prints_its_inputs_and_a_command_that_reproduces_it(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    spec = "vdm.backends.conformance.broken:CancellingDDIM"
+    code, out, _ = invoke(spec, "--only", "ddim_step", "--cases", "2", "--report", str(report))
+    assert code == 1
+    command = f"vdm conformance {spec} --dtype float64 --case ddim_step/17"
+    assert f"reproduce ddim_step: {command}\n" in out  # one unwrapped line below the table
+    assert "inputs: schedule cosine T=10 zero_terminal_snr=True" in out and "t=[9, 9] s=[6, 7]" in out
+    failure = json.loads(report.read_text())["results"][0]["first_failure"]
+    assert failure["reproduce"] == command
+    assert failure["inputs"]["schedule"] == {"name": "cosine", "T": 10, "params": {}, "zero_terminal_snr": True}
+    assert failure["inputs"]["params"] == {"prediction": "v", "eta": 1.0}
+    assert failure["inputs"]["inputs"]["x_t"] == {"shape": [2, 1, 3, 4, 4], "dtype": "float64"}
+    # The command runs that one case, and fails the same way.
+    again = tmp_path / "again.json"
+    code, out, _ = invoke(*command.split()[2:], "--report", str(again))
+    (result,) = json.loads(again.read_text())["results"]
+    assert code == 1 and result["n_cases"] == 1 and result["first_failure"]["message"] == failure["message"]

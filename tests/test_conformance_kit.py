@@ -420,3 +420,67 @@ def test_invalid_cases_are_reported_with_the_clause() -> None:
     assert r.status == "fail" and r.sources["errors"] >= 5
     assert r.first_failure["case"].startswith("errors/q_sample/") and "spec 1.7" in r.first_failure["message"]
     assert checks.check_op(broken.SilentOnBadInput(), "q_sample", "float64", errors=False, **FAST).status == "pass"
+
+
+# --- a failure says how to reproduce it ---------------------------------------------------------
+
+
+class _WrongAtBatch3(NumpyAdapter):
+    """velocity off by 1e-6 for batch 3 only: golden vectors (batch 1 and 2) pass, random cases fail."""
+
+    name = "wrong-at-batch-3"
+
+    def velocity(self, sched, x0, t, noise):  # type: ignore[no-untyped-def]
+        v = super().velocity(sched, x0, t, noise)
+        return v + 1e-6 if np.shape(x0)[0] == 3 else v
+
+
+def test_a_failing_random_case_reports_its_inputs_and_a_command_that_reproduces_it() -> None:
+    report = runner.run(_WrongAtBatch3(), ops=["velocity"], n_cases=20, seed=11)
+    (result,) = report.results
+    ff = result.first_failure
+    assert result.status == "fail" and ff["case"].startswith("random/velocity/")
+    inputs = ff["inputs"]
+    assert inputs["seed"] == 11 and inputs["schedule"]["name"] in vdm_ref.SCHEDULES and "T" in inputs["schedule"]
+    assert inputs["inputs"]["x0"]["shape"][0] == 3
+    k = ff["case"].rsplit("/", 1)[1]
+    assert ff["reproduce"] == (f"vdm conformance {__name__}:_WrongAtBatch3 --dtype float64 --seed 11 "
+                               f"--case random/velocity/{k}")
+    # The command's case alone: one check, the same failure.
+    again = runner.run(_WrongAtBatch3(), seed=11, case=ff["case"])
+    (one,) = again.results
+    assert (one.op, one.n_cases, one.first_failure["message"]) == ("velocity", 1, ff["message"])
+    assert again.to_json()["results"][0]["first_failure"]["inputs"] == inputs
+
+
+def test_case_ids_select_one_check() -> None:
+    assert runner.case_target("random/ddim_step/12") == ("ddim_step", {"n_random": 13, "golden": False,
+                                                                       "e2e": False, "errors": False})
+    assert runner.case_target("ddim_step/17")[1]["golden"] and runner.case_target("e2e/ddpm-points")[0] == "sample"
+    assert runner.case_target("errors/q_sample/nan-in-x0") == ("q_sample", {"n_random": 0, "golden": False,
+                                                                             "e2e": False, "errors": True})
+    for bad in ("random/nope/1", "random/velocity/x", "velocity", "nope/3"):
+        with pytest.raises(BackendError, match="not a case id"):
+            runner.case_target(bad)
+    golden = runner.run(broken.CancellingDDIM(), case="ddim_step/17").results[0]
+    assert golden.status == "fail" and golden.n_cases == 1
+    assert golden.first_failure["reproduce"].endswith("--dtype float64 --case ddim_step/17")  # no seed: fixed
+
+
+# --- few shapes for JIT-compiled backends --------------------------------------------------------
+
+
+def test_random_cases_use_the_documented_shapes() -> None:
+    """Every float array a random v1 case hands a backend is one of cases.SHAPES (C or 2C channels),
+    a sampling loop's noise of (N + 1, *shape) with N from cases.SAMPLE_STEPS, or a (B,) vector."""
+    shapes = set(cases.SHAPES) | {(b, 2 * c, f, h, w) for b, c, f, h, w in cases.SHAPES}
+    allowed = shapes | {(n + 1, *s) for n in cases.SAMPLE_STEPS for s in cases.SHAPES} | {(b,) for b in cases.BATCHES}
+    v1 = [op for op in protocol.OPS if protocol.clause_of(op).split(".")[0] in set("2345678")]
+    seen = set()
+    for op in v1:
+        draw = cases.RngDraw(cases.op_rng(0, op))
+        for k in range(40):
+            case = cases.random_case(op, draw, "float64", k)
+            seen |= {np.shape(v) for n, v in case.inputs.items() if np.asarray(v).dtype.kind == "f" and n != "points"}
+    assert seen <= allowed, seen - allowed
+    assert {s for s in seen if len(s) == 5} >= set(cases.SHAPES)

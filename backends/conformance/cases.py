@@ -114,6 +114,49 @@ def schedule_tables(obj: Any) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in TABLES if hasattr(obj, k)}
 
 
+def _plain(value: Any) -> Any:
+    """A JSON value: small integer arrays (timesteps) by value, other arrays by shape."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iu" and value.size <= 16:
+            return value.tolist()
+        return {"shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def describe(case: Case, seed: int | None = None) -> dict[str, Any]:
+    """A case's full inputs as JSON: schedule (name, T, parameters, zero terminal SNR), the op's
+    parameters, every input array (timesteps by value, data by shape) and, for drawn cases, the
+    seed of the run."""
+    out: dict[str, Any] = {"case": case.id, "schedule": case.schedule, "params": _plain(case.params),
+                           "inputs": {k: _plain(np.asarray(v)) for k, v in case.inputs.items()}}
+    if case.source in ("random", "errors"):
+        out["seed"] = seed
+    return out
+
+
+def describe_line(d: dict[str, Any]) -> str:
+    """:func:`describe` in one line, for the report's table."""
+    parts = []
+    if d.get("schedule"):
+        s = d["schedule"]
+        parts.append(f"schedule {s['name']} T={s['T']} zero_terminal_snr={s['zero_terminal_snr']} "
+                     f"params={s.get('params', {})}")
+    if d.get("params"):
+        parts.append(" ".join(f"{k}={v}" for k, v in d["params"].items()))
+    shapes = [f"{k}={v}" if isinstance(v, list) else f"{k}{tuple(v['shape'])}" for k, v in d["inputs"].items()]
+    if shapes:
+        parts.append(" ".join(shapes))
+    if d.get("seed") is not None:
+        parts.append(f"seed {d['seed']}")
+    return " | ".join(parts)
+
+
 # --- golden vectors --------------------------------------------------------------------------
 
 
@@ -293,10 +336,19 @@ def draw_schedule(d: Draw, low: bool, *, positive_abar: bool = False,
     return _Sched(spec, sched, pool)
 
 
-def draw_shape(d: Draw, *, channels: int | None = None) -> tuple[int, int, int, int, int]:
-    """(B, C, F, H, W): batch 1, a single frame and odd sizes included."""
-    c = channels if channels is not None else d.choice((1, 2, 3))
-    return (d.choice((2, 1, 3)), c, d.choice((3, 1, 2, 5)), d.choice((4, 1, 3)), d.choice((4, 3, 1, 2)))
+# Every random case uses one of these sample shapes (B, C, F, H, W), so that a backend that compiles
+# per shape (JAX's jit, torch.compile, CUDA graphs) compiles few: the golden vectors' two (a small
+# video; batch 1 with one frame and odd sizes) and a batch of 3 with 3 channels, 2 frames, H = 1 and
+# an odd W. Model outputs may have 2C channels (learned variance); (B,) timestep vectors follow B.
+SHAPES: tuple[tuple[int, int, int, int, int], ...] = ((2, 1, 3, 4, 4), (1, 2, 1, 3, 3), (3, 3, 2, 1, 5))
+BATCHES: tuple[int, ...] = tuple(sorted({s[0] for s in SHAPES}))
+# N of the random sampling-loop cases (those <= T), so its noise arrays (N + 1, *shape) are few too.
+SAMPLE_STEPS: tuple[int, ...] = (1, 2, 5, 10)
+
+
+def draw_shape(d: Draw) -> tuple[int, int, int, int, int]:
+    """One of SHAPES: batch 1, a single frame and odd sizes included."""
+    return d.choice(SHAPES)
 
 
 def _put(inputs: dict, params: dict, name: str, value: Any) -> None:
@@ -397,7 +449,7 @@ def gen_predict_x0_eps(d: Draw, dtype: str) -> Case:
 def _gen_pair_table(op: str) -> Callable[[Draw, str], Case]:
     def gen(d: Draw, dtype: str) -> Case:
         s = draw_schedule(d, dtype != "float64")
-        sv, tv = draw_pair(d, s.pool, d.integer(1, 4))
+        sv, tv = draw_pair(d, s.pool, d.choice(BATCHES))
         inputs: dict = {}
         params: dict = {}
         _put(inputs, params, "s", sv)
@@ -510,13 +562,13 @@ def gen_sample(d: Draw, dtype: str) -> Case:
     s = draw_schedule(d, low, sizes=(10, 50, 1000, 7, 2))
     prediction = _prediction(d, s)
     T = s.sched.T
-    N = d.integer(1, min(T, 12))
+    N = d.choice([n for n in SAMPLE_STEPS if n <= T])
     spacing = d.choice(("trailing", "linspace", "leading"))
     offset = d.integer(0, min(T - 1 - (N - 1) * (T // N), 3)) if spacing == "leading" else 0
     steps = vdm_ref.inference_timesteps(T, N, spacing, offset)
     if low:  # keep the well-conditioned steps only (still strictly decreasing)
         steps = np.array([t for t in steps.tolist() if t in set(s.pool)] or [max(s.pool)], dtype=np.int64)
-    shape = draw_shape(d, channels=d.choice((1, 2)))
+    shape = draw_shape(d)
     inputs: dict = {"timesteps": steps, "noise": d.normal((len(steps) + 1, *shape))}
     sampler = d.choice(("ddim", "ddpm"))
     if d.choice(("gaussian", "points")) == "gaussian":
@@ -558,7 +610,7 @@ def gen_min_snr_weight(d: Draw, dtype: str) -> Case:
     s = draw_schedule(d, dtype != "float64")
     inputs: dict = {}
     params: dict = {"prediction": d.choice(vdm_ref.PREDICTIONS), "gamma": d.choice((5.0, 1.0, 0.5, 20.0))}
-    _put(inputs, params, "t", draw_t(d, s.pool, d.integer(1, 6)))
+    _put(inputs, params, "t", draw_t(d, s.pool, d.choice(BATCHES)))
     return _case("min_snr_weight", s, params, inputs)
 
 

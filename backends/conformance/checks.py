@@ -50,7 +50,9 @@ class OpResult:
     n_cases: int = 0
     n_failed: int = 0
     sources: dict[str, int] = field(default_factory=dict)
-    first_failure: dict[str, str] | None = None
+    # The first failing check: case id, message and (where a case is known) its full inputs;
+    # the runner adds a one-line command that reproduces it.
+    first_failure: dict[str, Any] | None = None
     tolerance: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -408,11 +410,12 @@ def _landing(check: E2E, x: np.ndarray, points: np.ndarray, tol: dict[str, float
 class Tracker:
     """Collects the outcomes of one op into an :class:`OpResult`."""
 
-    def __init__(self, op: str, tol: dict[str, float] | None) -> None:
+    def __init__(self, op: str, tol: dict[str, float] | None, seed: int | None = None) -> None:
         self.result = OpResult(op=op, clause=clause_of(op), status="pass", tolerance=tol)
         self._left_out: dict[str, list[str]] = {}
+        self._seed = seed
 
-    def add(self, outcome: Outcome | str, case_id: str = "") -> None:
+    def add(self, outcome: Outcome | str, case_id: str = "", case: C.Case | None = None) -> None:
         if isinstance(outcome, str):
             self._left_out.setdefault(outcome, []).append(case_id)
             return
@@ -425,6 +428,8 @@ class Tracker:
             r.status = "fail"
             if r.first_failure is None:
                 r.first_failure = {"case": outcome.case_id, "message": outcome.message or ""}
+                if case is not None:
+                    r.first_failure["inputs"] = C.describe(case, self._seed)
 
     def finish(self) -> OpResult:
         for reason, ids in self._left_out.items():
@@ -465,26 +470,34 @@ def select_cases(
 
 def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int = 0, golden: bool = True,
              e2e: bool = True, errors: bool = True, allow_missing: bool = False,
-             extra: Iterable[C.Case] = ()) -> OpResult:
+             extra: Iterable[C.Case] = (), only: str | None = None) -> OpResult:
     """Run every check of one clause on ``adapter`` at ``dtype``: golden vectors, random cases,
-    end-to-end sampling and (``errors``) the invalid inputs of spec 1.7."""
+    end-to-end sampling and (``errors``) the invalid inputs of spec 1.7. ``only``: run just the
+    check with this case id (what a failure's reproduce command asks for)."""
     if not callable(getattr(adapter, op, None)):
         return skipped(op, "not implemented", missing=True, allow_missing=allow_missing)
     tol = tolerance_for(op, dtype)
     if tol is None:
         return skipped(op, f"spec gives no {dtype} tolerance")
     cases, notes = select_cases(op, dtype, n_random, seed, golden=golden)
-    tracker = Tracker(op, tol)
+    tracker = Tracker(op, tol, seed)
     tracker.result.notes.extend(notes)
+
+    def wanted(case_id: str) -> bool:
+        return only is None or case_id == only
+
     try:
         for case in [*cases, *extra]:
-            tracker.add(run_case(adapter, case, dtype, tol), case.id)
+            if wanted(case.id):
+                tracker.add(run_case(adapter, case, dtype, tol), case.id, case)
         if e2e and op == "sample":
             for check in E2E_CHECKS:
-                tracker.add(run_e2e(adapter, check, dtype, tol, seed))
+                if wanted(check.id):
+                    tracker.add(run_e2e(adapter, check, dtype, tol, seed))
         if errors:
             for case in invalid_cases(op, seed, dtype):
-                tracker.add(run_invalid_case(adapter, case, dtype))
+                if wanted(case.id):
+                    tracker.add(run_invalid_case(adapter, case, dtype), case.id, case)
     except NotImplementedOp as exc:
         return skipped(op, f"not implemented ({exc})", missing=True, allow_missing=allow_missing)
     return tracker.finish()

@@ -116,7 +116,7 @@ class ConformanceItem(pytest.Item):
         from hypothesis import HealthCheck, given, settings
         from hypothesis import strategies as st
 
-        from .cases import HypothesisDraw, random_case
+        from .cases import HypothesisDraw, describe, describe_line, random_case
         from .checks import Outcome, run_case
         from .protocol import tolerance_for
 
@@ -132,8 +132,7 @@ class ConformanceItem(pytest.Item):
             case = random_case(self.op, HypothesisDraw(data), dtype, 0)
             outcome = run_case(adapter, case, dtype, tol)
             if isinstance(outcome, Outcome) and outcome.failed:
-                arrays = {k: f"array{v.shape}" if v.ndim else v.item() for k, v in case.inputs.items()}
-                self._fail(f"{outcome.message}\n  schedule={case.schedule} params={case.params} inputs={arrays}")
+                self._fail(f"{outcome.message}\n  inputs: {describe_line(describe(case))}")
 
         random_cases()
         return True

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .cases import describe_line
 from .runner import Report
 
 _STYLE = {"pass": "green", "fail": "bold red", "xfail": "yellow", "skip": "dim"}
@@ -33,16 +34,24 @@ def render(report: Report, console: Console) -> None:
     for r in report.results:
         detail = ""
         if r.status in ("fail", "xfail") and r.first_failure:
-            detail = f"{r.first_failure['case']}: {r.first_failure['message']}"
+            ff = r.first_failure
+            detail = f"{ff['case']}: {ff['message']}"
             if r.status == "xfail":
                 detail = f"expected: {r.reason} | {detail}"
             elif r.n_failed > 1:
                 detail += f" (+{r.n_failed - 1} more)"
+            if r.status == "fail" and ff.get("inputs"):
+                detail += f"\ninputs: {describe_line(ff['inputs'])}"
+            if r.status == "fail" and ff.get("reproduce"):
+                detail += f"\nreproduce: {ff['reproduce']}"
         elif r.status == "skip":
             detail = r.reason or ""
         table.add_row(r.clause, r.op, Text(r.status, style=_STYLE[r.status]), _ratio(r.worst_ratio),
                       str(r.n_cases), detail)
     console.print(table)
+    for r in report.results:  # unwrapped, so the command can be copied as one line
+        if r.status == "fail" and r.first_failure and r.first_failure.get("reproduce"):
+            console.print(f"reproduce {r.op}: {r.first_failure['reproduce']}", soft_wrap=True, markup=False)
     for e in report.unmatched_xfail:
         console.print(f"[yellow]warning:[/yellow] unmatched xfail entry {e.target}: {e.reason} "
                       "(no failing check matched it; remove it if the clause passes now)")

@@ -112,6 +112,52 @@ def _check_adapter(adapter: Any, spec: str) -> Any:
     return adapter
 
 
+def case_target(case_id: str) -> tuple[str, dict[str, Any]]:
+    """The op a case id belongs to, and the check_op arguments that run that case alone.
+
+    Ids: ``random/<op>/<k>`` (random case k of the run's seed), ``errors/<op>/<kind>`` (spec 1.7),
+    ``e2e/<name>`` (end-to-end sampling) and ``<op>/<k>`` (golden vector k)."""
+    source, _, rest = case_id.partition("/")
+    if source == "random":
+        op, _, k = rest.partition("/")
+        if op in OPS and k.isdigit():
+            return op, {"n_random": int(k) + 1, "golden": False, "e2e": False, "errors": False}
+    elif source == "errors":
+        op = rest.partition("/")[0]
+        if op in OPS:
+            return op, {"n_random": 0, "golden": False, "e2e": False, "errors": True}
+    elif source == "e2e":
+        op = rest.partition("/")[0]
+        return (op if op in OPS else "sample"), {"n_random": 0, "golden": False, "e2e": True, "errors": False}
+    elif source in OPS and rest.isdigit():
+        return source, {"n_random": 0, "golden": True, "e2e": False, "errors": False}
+    raise BackendError(f"--case: {case_id!r} is not a case id (random/<op>/<k>, errors/<op>/<kind>, "
+                       "e2e/<name> or <op>/<k>)")
+
+
+# Built-in backends by adapter name: the short spec that loads them.
+_BUILTIN_NAMES = {"numpy": "numpy", "torch": "torch", "ort": "ort"}
+
+
+def backend_spec_of(adapter: Any) -> str:
+    """The BACKEND argument of `vdm conformance` that loads ``adapter`` again."""
+    cls = type(adapter)
+    if cls.__module__.startswith("vdm.backends.") and getattr(adapter, "name", None) in _BUILTIN_NAMES:
+        return _BUILTIN_NAMES[adapter.name]
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def reproduce_command(spec: str, device: str, dtype: str, seed: int, case_id: str) -> str:
+    """One line that re-runs exactly one case."""
+    words = ["vdm", "conformance", spec]
+    if device != "cpu":
+        words += ["--device", device]
+    words += ["--dtype", dtype]
+    if case_id.startswith(("random/", "errors/", "e2e/")):  # drawn from the seed
+        words += ["--seed", str(seed)]
+    return " ".join([*words, "--case", case_id])
+
+
 def select_ops(only: str | None) -> list[str]:
     """Ops matching a comma-separated list of op names, clauses ("5.3") or sections ("5")."""
     if not only:
@@ -202,9 +248,19 @@ def run(
     allow_missing: bool = False,
     strict_xfail: bool = False,
     progress: Callable[[str], None] | None = None,
+    backend_spec: str | None = None,
+    case: str | None = None,
 ) -> Report:
-    """Check ``ops`` (default: all) on ``adapter`` at its own dtype and collect a :class:`Report`."""
+    """Check ``ops`` (default: all) on ``adapter`` at its own dtype and collect a :class:`Report`.
+
+    ``case``: run only the check with this id (and only its op). ``backend_spec``: how the
+    reproduce command of a failure names the backend (default: derived from the adapter)."""
+    only: dict[str, Any] = {}
+    if case is not None:
+        op_of_case, only = case_target(case)
+        ops = [op_of_case]
     ops = list(OPS) if ops is None else ops
+    spec = backend_spec or backend_spec_of(adapter)
     dtype, device = adapter.dtype, adapter.device
     start = time.perf_counter()
     results = []
@@ -218,7 +274,11 @@ def run(
         if scope is not None and op not in scope:
             result = skipped(op, f"outside the backend's declared scope ({adapter.name})")
         else:
-            result = check_op(adapter, op, dtype, n_random=n_cases, seed=seed, allow_missing=allow_missing)
+            kwargs: dict[str, Any] = {"n_random": n_cases, **only}
+            result = check_op(adapter, op, dtype, seed=seed, allow_missing=allow_missing, only=case, **kwargs)
+        if result.first_failure and result.first_failure.get("case", "-") != "-":
+            result.first_failure["reproduce"] = reproduce_command(spec, device, dtype, seed,
+                                                                  result.first_failure["case"])
         result.seconds = time.perf_counter() - t0
         results.append(result)
     unmatched = apply_xfail(results, xfail or [], dtype, device)
@@ -228,7 +288,8 @@ def run(
         platform=platform_info(adapter),
         timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         settings={"cases": n_cases, "seed": seed, "ops": ops if len(ops) < len(OPS) else "all",
-                  "allow_missing": allow_missing, "strict_xfail": strict_xfail},
+                  "allow_missing": allow_missing, "strict_xfail": strict_xfail, "backend_spec": spec,
+                  "case": case},
         results=results,
         unmatched_xfail=unmatched,
         duration_s=time.perf_counter() - start,
