@@ -5,9 +5,19 @@ see spec/SPEC.md, section "Reference API", for the list.
 """
 
 from .conditioning import (
+    ar1_covariance,
+    conditional_w2,
+    denoiser_as_vp_model,
+    denoiser_on_grid,
+    extension_frames,
     frame_mask,
+    gp_conditional,
+    gp_denoiser,
+    gp_denoiser_matrix,
+    interpolation_frames,
     keep_observed,
     reconstruction_guided_x0,
+    reconstruction_residual,
     replace_observed,
     with_reconstruction_guidance,
     with_replacement,
@@ -132,6 +142,8 @@ __all__ = [
     "process_simple_loss", "edm_loss_weight", "process_min_snr_weight",
     "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls",
     "gaussian_level_denoiser", "gaussian_flow",
-    "frame_mask", "replace_observed", "with_replacement", "reconstruction_guided_x0",
-    "with_reconstruction_guidance", "keep_observed",
+    "extension_frames", "interpolation_frames", "frame_mask", "replace_observed", "with_replacement",
+    "reconstruction_residual", "reconstruction_guided_x0", "with_reconstruction_guidance",
+    "denoiser_on_grid", "denoiser_as_vp_model", "keep_observed",
+    "ar1_covariance", "gp_denoiser_matrix", "gp_denoiser", "gp_conditional", "conditional_w2",
 ]
