@@ -334,3 +334,18 @@ def test_plan_json_keys_and_meta_keys_ignored() -> None:
     assert {"family", "timesteps", "sigmas", "sampler", "notes"} <= set(d)
     assert d["family"] == "vp" and d["sampler"] == "euler" and len(d["sigmas"]) == 5
     assert plan.log_snr()[-1] == math.inf and np.all(np.diff(plan.log_snr()) > 0)
+
+
+def test_trailing_extra_step_reads_the_noisiest_abar() -> None:
+    """At N = 61 diffusers' trailing DDIM has a 62nd step at t = -1, and alphas_cumprod[-1] wraps round
+    to abar_{T-1}: the last step divides by sqrt(abar_{T-1}). The plan has 61 steps ending at t = 15."""
+    s = _scheduler("DDIMScheduler", (("clip_sample", False), ("timestep_spacing", "trailing")))
+    s.set_timesteps(61)
+    assert len(s.timesteps) == 62 and s.timesteps[-1] == -1
+    plan = ours("DDIMScheduler", 61, timestep_spacing="trailing", clip_sample=False)
+    assert len(plan.timesteps) == 61 and plan.timesteps[-1] == 15
+    rng = np.random.default_rng(2)
+    x, eps = rng.standard_normal((1, 1, 1, 2, 2)), rng.standard_normal((1, 1, 1, 2, 2))
+    got = s.step(torch.from_numpy(eps).float(), -1, torch.from_numpy(x).float()).prev_sample.double().numpy()
+    a = float(s.alphas_cumprod[-1])  # abar_{T-1}, the noisiest entry
+    np.testing.assert_allclose(got, (x - math.sqrt(1 - a) * eps) / math.sqrt(a), rtol=1e-4)
