@@ -19,6 +19,7 @@ from vdm.backends.torch.evaluation import (
     load_feature_extractor,
     noise_clips,
     real_clips,
+    real_reference,
     trace_sqrt_product,
 )
 
@@ -346,3 +347,19 @@ def test_eval_cli_on_real_video(video_run, tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["rows"]["samples"]["lag1_corr"] is None  # constant clips: undefined, written as null
     assert rep["settings"]["metrics"].startswith("natural-video statistics")
+
+
+def test_few_held_out_files_still_give_varied_clips(tmp_path):
+    from vdm.backends.media import write_video
+
+    levels = (10 + 12 * np.arange(20)).astype(np.uint8)  # frame t has level 10 + 12 t
+    write_video(tmp_path / "ramp.mp4", np.broadcast_to(levels[:, None, None, None], (20, 16, 16, 3)).copy())
+    write_video(tmp_path / "trained.mp4", np.zeros((20, 16, 16, 3), np.uint8))
+    meta = {"kind": "folder", "frames": 4, "size": 8, "channels": 3,
+            "options": {"root": str(tmp_path), "heldout": {"files": ["ramp.mp4"]}}}
+    clips = real_clips(meta, 8, seed=0)
+    starts = [round(((float(c[:, 0].mean()) + 1) * 127.5 - 10) / 12) for c in clips]
+    assert len(set(starts)) >= 4 and all(0 <= s <= 16 for s in starts)  # 8 clips of the one file, not 8 copies
+    assert min(float(c.mean()) for c in clips) > -0.95  # never the all-black training file
+    again = real_reference(meta, seed=0).draw(8, 1)
+    assert not np.array_equal(again, clips)  # the second draw is another sample

@@ -37,6 +37,8 @@ from .video_stats import statistics_gap, video_statistics
 
 # Real reference clips come from this seed offset, far from any training seed's item range.
 HELDOUT_SEED_OFFSET = 1_000_003
+# Epochs of draw k of held-out video clips start at k * _MAX_PASSES (passes over the files per draw < this).
+_MAX_PASSES = 1_000_000
 
 
 # --------------------------------------------------------------------------- clip sources
@@ -98,10 +100,14 @@ def _usable_cache(cache_dir: str | None) -> str | None:
 
 def _video_reference(ds: Any, source: str, seed: int) -> RealReference:
     def draw(num: int, k: int) -> np.ndarray:
-        # Draw k: its own file order, and its own random clip starts (the dataset's epoch k).
-        ds.set_epoch(k)
+        # Draw k: its own file order; clip starts from the dataset's seeded epochs, one per draw and pass over the
+        # files, so fewer files than clips still give different clips.
         order = np.random.default_rng([seed, HELDOUT_SEED_OFFSET, k]).permutation(len(ds))
-        return np.stack([ds[int(order[i % len(ds)])][0].numpy() for i in range(num)]).astype(np.float32)
+        clips = []
+        for i in range(num):
+            ds.set_epoch(k * _MAX_PASSES + i // len(ds))
+            clips.append(ds[int(order[i % len(ds)])][0].numpy())
+        return np.stack(clips).astype(np.float32)
 
     return RealReference(source, draw)
 
