@@ -154,3 +154,31 @@ def test_torch_mirror_float64() -> None:
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-14, atol=1e-300)
     assert TS.dynamic_shift_mu(1000) == S.dynamic_shift_mu(1000)
     assert TS.sequence_length(21, 60, 104) == S.sequence_length(21, 60, 104)
+
+
+def _check_flow_levels(levels_fn) -> None:
+    """Clause 15.7 from rationals: N + 1 levels, the shift once, the final level exactly 0."""
+    for N, k in ((2, 3), (6, 5), (11, Fraction(5, 2))):
+        got = levels_fn(N, float(k))
+        uniform = [1 + (Fraction(1, 1000) - 1) * Fraction(i, N - 1) for i in range(N)]
+        want = [float(_shift_exact(u, Fraction(k))) for u in uniform] + [0.0]
+        assert len(got) == N + 1 and got[-1] == 0.0
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
+
+
+def test_clause_15_7_catches_the_double_shift_and_final_level_mutants() -> None:
+    """Issue 9, item 7: the flow shift applied twice and the final level mishandled each fail 15.7."""
+    _check_flow_levels(lambda N, k: S.flow_levels(N, shift=k))
+
+    def shifted_twice(N: int, k: float) -> np.ndarray:
+        return S.with_final_level(S.flow_shift(S.flow_shift(S.uniform_levels(N, 1.0, 1e-3), k), k))
+
+    def final_dropped(N: int, k: float) -> np.ndarray:
+        return S.flow_shift(S.uniform_levels(N, 1.0, 1e-3), k)
+
+    def final_at_sigma_min(N: int, k: float) -> np.ndarray:
+        return S.with_final_level(S.flow_shift(S.uniform_levels(N, 1.0, 1e-3), k), "sigma_min")
+
+    for mutant in (shifted_twice, final_dropped, final_at_sigma_min):
+        with pytest.raises(AssertionError):
+            _check_flow_levels(mutant)
