@@ -157,6 +157,8 @@ def check_alpha_sigma(alpha: object, sigma: object) -> tuple[np.ndarray, np.ndar
             raise ValueError(f"argument '{name}' must be a scalar or a (B,) vector, got shape {arr.shape}")
         if np.any(arr < 0):
             raise ValueError(f"argument '{name}' must be >= 0, got {arr.min()}")
+    if a.ndim == s.ndim == 1 and a.shape != s.shape:
+        raise ValueError(f"argument 'sigma' has shape {s.shape} but 'alpha' has shape {a.shape}; they must match")
     if np.any((a == 0) & (s == 0)):
         raise ValueError("arguments 'alpha' and 'sigma' are both 0: no process has such a level")
     return a, s

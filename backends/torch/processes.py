@@ -58,6 +58,9 @@ def check_alpha_sigma(alpha: Any, sigma: Any, device: torch.device | None = None
     """Spec 14.1: float64 alpha and sigma, finite, >= 0, never both 0; scalars or (B,) vectors."""
     a, _ = _num("alpha", alpha, device)
     s, _ = _num("sigma", sigma, device)
+    if a.ndim == s.ndim == 1 and a.shape != s.shape:
+        raise ValueError(f"argument 'sigma' has shape {tuple(s.shape)} but 'alpha' has shape {tuple(a.shape)}; "
+                         "they must match")
     for name, v in (("alpha", a), ("sigma", s)):
         _need(v >= 0, f"argument '{name}' must be >= 0")
     _need((a > 0) | (s > 0), "arguments 'alpha' and 'sigma' are both 0: no process has such a level")
