@@ -312,7 +312,7 @@ def test_defaults_table_matches_the_installed_signatures(cls: str) -> None:
     [
         ({"_class_name": "PNDMScheduler"}, 10, "unknown scheduler class"),
         ({}, 10, "unknown scheduler class"),
-        ({"_class_name": "DDIMScheduler", "skip_prk_steps": True}, 10, r"unknown config key\(s\) \['skip_prk_steps'\]"),
+        ({"_class_name": "DDIMScheduler", "beta_shedule": "linear"}, 10, r"unknown config key\(s\) \['beta_shedule'\]"),
         ({"_class_name": "DDIMScheduler"}, 1001, "impossible"),
         ({"_class_name": "DDIMScheduler"}, 0, "'steps'"),
         ({"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": True}, 10, "'use_beta_sigmas'"),
@@ -349,3 +349,21 @@ def test_trailing_extra_step_reads_the_noisiest_abar() -> None:
     got = s.step(torch.from_numpy(eps).float(), -1, torch.from_numpy(x).float()).prev_sample.double().numpy()
     a = float(s.alphas_cumprod[-1])  # abar_{T-1}, the noisiest entry
     np.testing.assert_allclose(got, (x - math.sqrt(1 - a) * eps) / math.sqrt(a), rtol=1e-4)
+
+
+def test_sdxl_style_config_with_other_schedulers_keys() -> None:
+    """SDXL ships an Euler config carrying DDIM's and PNDM's keys; diffusers ignores them, and so does the plan."""
+    config = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.dev0", "beta_end": 0.012,
+              "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+              "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+              "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+              "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
+    got = plan_from_diffusers(config, 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = diffusers.EulerDiscreteScheduler.from_config(config)
+    s.set_timesteps(30)
+    np.testing.assert_array_equal(got.timesteps, s.timesteps.numpy())
+    np.testing.assert_allclose(got.sigmas, s.sigmas.numpy(), rtol=SIGMA_RTOL)
+    assert any("ignored ['clip_sample', 'sample_max_value', 'set_alpha_to_one', 'skip_prk_steps']" in n
+               for n in got.notes)

@@ -67,6 +67,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                           "final_sigmas_type": "zero"},
 }
 
+# Keys of other diffusers schedulers that configs carry along (SDXL's Euler config has DDIM's and
+# PNDM's): diffusers ignores them, and so does the plan, with a note. Any other key is an error.
+FOREIGN_KEYS = frozenset().union(*DEFAULTS.values(), {"skip_prk_steps"})
+
 # Config values this reader does not model yet: key -> the only value accepted (the default).
 UNSUPPORTED = {"trained_betas": None, "use_exponential_sigmas": False, "use_beta_sigmas": False,
                "use_lu_lambdas": False, "use_flow_sigmas": False, "invert_sigmas": False,
@@ -442,10 +446,11 @@ def plan_from_diffusers(config: dict, steps: int, *, mu: float | None = None,
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"argument 'steps' must be an integer >= 1, got {steps!r}")
     known = DEFAULTS[name]
-    unknown = sorted(set(config) - set(known) - set(META_KEYS))
+    extra = set(config) - set(known) - set(META_KEYS)
+    unknown = sorted(extra - FOREIGN_KEYS)
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown} for {name}; it takes {sorted(known)}")
-    cfg = {**known, **{k: v for k, v in config.items() if k not in META_KEYS}}
+    cfg = {**known, **{k: v for k, v in config.items() if k in known}}
     for key, only in UNSUPPORTED.items():
         if key in known and key not in _OWN_KEYS.get(name, ()) and cfg[key] != only and cfg[key] is not only:
             raise ValueError(f"config key {key!r} = {cfg[key]!r} is not supported by vdm schedule yet "
@@ -456,4 +461,7 @@ def plan_from_diffusers(config: dict, steps: int, *, mu: float | None = None,
     T = cfg["num_train_timesteps"]
     if isinstance(T, int) and steps > T and name != "EDMEulerScheduler":
         raise ValueError(f"--steps {steps} is impossible: N must satisfy 1 <= N <= num_train_timesteps = {T}")
-    return READERS[name](_Read(name, cfg, int(steps), mu))
+    read = _Read(name, cfg, int(steps), mu)
+    if extra:
+        read.notes.append(f"ignored {sorted(extra)}: keys of other diffusers schedulers, which {name} ignores too")
+    return READERS[name](read)
