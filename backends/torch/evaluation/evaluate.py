@@ -248,8 +248,8 @@ def evaluate(
     checkpoint's data kind (:data:`EVAL_KINDS`; moving shapes without a checkpoint). Returns the
     report dict: ``{"rows": {"samples"|"real"|"noise": {metric: value}}, "settings": {...}, ...}``
     (plus the clips under ``"videos"`` with ``keep_videos``). Real video files are decoded through
-    ``cache_dir`` (default: the training run's cache, else CKPT_FOLDER/cache; none with
-    ``cache=False``)."""
+    ``cache_dir`` (default: the training run's cache if it exists here, else CKPT_FOLDER/cache;
+    none with ``cache=False``)."""
     if ckpt is None and samples is None:
         raise EvalError("give --ckpt (to sample) or --samples (to score given clips)")
     meta: dict[str, Any] = {}
@@ -282,7 +282,9 @@ def evaluate(
     if not cache:
         cache_dir = None
     elif cache_dir is None:
-        cache_dir = data_meta.get("cache_dir") or (str(Path(ckpt).parent / "cache") if ckpt is not None else None)
+        recorded = data_meta.get("cache_dir")  # absent on another machine: then beside the checkpoint
+        cache_dir = recorded if recorded and Path(recorded).is_dir() else (
+            str(Path(ckpt).parent / "cache") if ckpt is not None else None)
     reference = family.reference(data_meta, seed, None if cache_dir is None else str(cache_dir))
     real = reference.draw(n, 0)
     noise = noise_clips(videos.shape, seed)
