@@ -198,7 +198,7 @@ def _default(name: str) -> Any:
 
 # The options only one family reads (spec 16.1; vp's are its schedule's and learn_sigma).
 _FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "vp": ("learn_sigma", "zero_terminal_snr"),
+    "vp": ("learn_sigma", "zero_terminal_snr", "schedule_params"),
     "flow": ("flow_density", "flow_density_params", "flow_shift"),
     "edm": ("sigma_data", "edm_p_mean", "edm_p_std"),
 }
