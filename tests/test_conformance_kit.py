@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from vdm.backends.conformance import broken, cases, checks, invalid, protocol, runner, xfail
-from vdm.backends.conformance.adapters import BackendError, NumpyAdapter
+from vdm.backends.conformance.adapters import BackendError, NumpyAdapter, TorchAdapter
 from vdm.backends.conformance.example_backend import ExampleBackend
 
 import vdm_ref
@@ -121,9 +121,15 @@ def test_low_dtypes_skip_clauses_without_a_tolerance() -> None:
 # --- broken backends fail on their clause, and only there -------------------------------------
 
 
+def _make(cls: type) -> object:
+    if issubclass(cls, TorchAdapter):
+        pytest.importorskip("torch")
+    return cls()
+
+
 @pytest.mark.parametrize("cls", list(broken.BREAKS), ids=lambda c: c.__name__)
 def test_each_broken_backend_fails_exactly_its_clauses(cls: type) -> None:
-    adapter = cls()
+    adapter = _make(cls)
     failed = {op for op in protocol.OPS if checks.check_op(adapter, op, "float64", **FAST).status == "fail"}
     assert failed == broken.BREAKS[cls]
 
@@ -137,7 +143,7 @@ GOLDEN_ONLY = {broken.CancellingDDIM}
 @pytest.mark.parametrize("cls", [c for c in broken.BREAKS if c not in GOLDEN_ONLY], ids=lambda c: c.__name__)
 def test_random_cases_alone_catch_each_broken_backend(cls: type) -> None:
     """Without the golden vectors (and the e2e checks) the seeded random cases still catch the bug."""
-    adapter = cls()
+    adapter = _make(cls)
     for op in broken.BREAKS[cls]:
         assert checks.check_op(adapter, op, "float64", golden=False, e2e=False, **FAST).status == "fail"
 
@@ -457,6 +463,7 @@ def test_case_ids_select_one_check() -> None:
     assert runner.case_target("random/ddim_step/12") == ("ddim_step", {"n_random": 13, "golden": False,
                                                                        "e2e": False, "errors": False})
     assert runner.case_target("ddim_step/17")[1]["golden"] and runner.case_target("e2e/ddpm-points")[0] == "sample"
+    assert runner.case_target("gradient/hybrid_loss/2")[0] == "hybrid_loss"
     assert runner.case_target("errors/q_sample/nan-in-x0") == ("q_sample", {"n_random": 0, "golden": False,
                                                                              "e2e": False, "errors": True})
     for bad in ("random/nope/1", "random/velocity/x", "velocity", "nope/3"):
@@ -484,3 +491,53 @@ def test_random_cases_use_the_documented_shapes() -> None:
             seen |= {np.shape(v) for n, v in case.inputs.items() if np.asarray(v).dtype.kind == "f" and n != "points"}
     assert seen <= allowed, seen - allowed
     assert {s for s in seen if len(s) == 5} >= set(cases.SHAPES)
+
+
+# --- the optional gradient check (spec 8.6's stop-gradient) ---------------------------------------
+
+
+def test_gradient_reference_prediction_part_is_the_simple_loss_gradient() -> None:
+    """The closed form on the prediction channels against central differences of vdm_ref.simple_loss."""
+    (case, *_) = checks.gradient_cases("hybrid_loss", 5, "float64")
+    args, kw, _ = cases.call_args(case, case.inputs)
+    want, known = checks.hybrid_loss_grad_reference(*args, **kw)
+    sched, x0, out = args[0], kw["x0"], kw["out"]
+    c, h = x0.shape[1], 1e-6
+    assert known[:, :c].all() and known[:, c:].any() and not known[:, c:].all()
+
+    def simple(pred: np.ndarray) -> np.ndarray:
+        return vdm_ref.simple_loss(sched, x0, kw["t"], kw["noise"], pred, kw["prediction"], kw.get("min_snr_gamma"))
+
+    for idx in [(0, 0, 0, 0), (c - 1, -1, -1, -1)]:
+        key = (slice(None), *idx)
+        up, down = out[:, :c].copy(), out[:, :c].copy()
+        up[key] += h
+        down[key] -= h
+        np.testing.assert_allclose(want[:, :c][key], (simple(up) - simple(down)) / (2 * h), rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_check_catches_a_missing_stop_gradient() -> None:
+    pytest.importorskip("torch")
+    for dtype in ("float64", "float32"):
+        ok = checks.check_op(TorchAdapter(dtype=dtype), "hybrid_loss", dtype, n_random=0, golden=False, errors=False)
+        assert ok.status == "pass" and ok.sources == {"gradient": checks.GRADIENT_CASES}, ok.first_failure
+    bad = checks.check_op(broken.TorchNoStopGradient(), "hybrid_loss", "float64", **FAST)
+    assert bad.status == "fail" and bad.n_failed == checks.GRADIENT_CASES
+    assert "a prediction channel" in bad.first_failure["message"]
+    assert bad.first_failure["case"].startswith("gradient/hybrid_loss/")
+
+    class NoVarianceGradient(TorchAdapter):  # the VLB term detached altogether: variance never learns
+        def hybrid_loss_grad(self, sched, x0, t, noise, out, prediction, lam=0.001, min_snr_gamma=None):  # type: ignore[no-untyped-def]
+            c = np.shape(x0)[1]
+            g = super().hybrid_loss_grad(sched, x0, t, noise, out, prediction, lam, min_snr_gamma)
+            g[:, c:] = 0.0
+            return g
+
+    worse = checks.check_op(NoVarianceGradient(), "hybrid_loss", "float64", n_random=0, golden=False, errors=False)
+    assert worse.status == "fail" and "a variance channel" in worse.first_failure["message"]
+
+
+def test_backends_without_gradients_say_what_was_not_checked() -> None:
+    r = checks.check_op(NumpyAdapter(), "hybrid_loss", "float64", **FAST)
+    assert r.status == "pass" and "gradient" not in r.sources
+    assert any("no hybrid_loss_grad method" in n for n in r.notes)

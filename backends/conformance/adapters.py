@@ -148,6 +148,17 @@ class TorchAdapter:
             return self._out(self._ops.sample(torch_model, self._schedule(sched), steps, tuple(shape),
                                               self._in(noise), **kwargs))
 
+    def hybrid_loss_grad(self, sched: vdm_ref.Schedule, x0: np.ndarray, t: Any, noise: np.ndarray, out: np.ndarray,
+                         prediction: str, lam: float = 0.001, min_snr_gamma: float | None = None) -> np.ndarray:
+        """The optional gradient method (README 2): d(sum_b hybrid_loss_b)/d out by autograd, so the kit
+        sees spec 8.6's stop-gradient, which the loss value cannot show."""
+        out_t = self._in(out).detach().requires_grad_(True)
+        with self._ops.validation(self.validation):
+            loss = self._ops.hybrid_loss(self._in(sched), self._in(x0), self._in(t), self._in(noise), out_t,
+                                         prediction, lam, min_snr_gamma)
+        (grad,) = self._torch.autograd.grad(loss.sum(), out_t)
+        return self._out(grad)
+
 
 def _torch_op(op: str) -> Callable[..., Any]:
     def method(self: TorchAdapter, *args: Any, **kwargs: Any) -> Any:

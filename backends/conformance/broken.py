@@ -13,7 +13,7 @@ import numpy as np
 
 import vdm_ref
 
-from .adapters import NumpyAdapter
+from .adapters import NumpyAdapter, TorchAdapter
 
 
 class _OwnLoop(NumpyAdapter):
@@ -170,6 +170,25 @@ class SilentOnBadInput(NumpyAdapter):
         return np.sqrt(a) * x0 + np.sqrt(1.0 - a) * np.asarray(noise, dtype=np.float64)  # the bug: no checks
 
 
+class TorchNoStopGradient(TorchAdapter):
+    """The torch backend's hybrid loss with the VLB term seeing the prediction channels attached (no
+    stop-gradient, spec 8.6): the same loss value, so only the gradient check can catch it."""
+
+    name = "broken-no-stop-gradient"
+
+    def hybrid_loss_grad(self, sched: vdm_ref.Schedule, x0: Any, t: Any, noise: Any, out: Any, prediction: str,
+                         lam: float = 0.001, min_snr_gamma: float | None = None) -> np.ndarray:
+        ops, s = self._ops, self._in(sched)
+        x0_t, noise_t, tt = self._in(x0), self._in(noise), self._in(t)
+        out_t = self._in(out).detach().requires_grad_(True)
+        c = x0_t.shape[1]
+        x_t = ops.q_sample(s, x0_t, tt, noise_t)
+        loss = (ops.simple_loss(s, x0_t, tt, noise_t, out_t[:, :c], prediction, min_snr_gamma)
+                + lam * s.T * ops.vlb_term(s, x0_t, x_t, tt, out_t, prediction, "learned_range"))  # the bug
+        (grad,) = self._torch.autograd.grad(loss.sum(), out_t)
+        return self._out(grad)
+
+
 def _tables(betas: np.ndarray, zero_terminal_snr: bool, abar: np.ndarray | None = None) -> dict[str, np.ndarray]:
     abar = np.cumprod(1.0 - betas) if abar is None else abar
     if zero_terminal_snr:
@@ -191,4 +210,5 @@ BREAKS: dict[type, frozenset[str]] = {
     SwappedGuidance: frozenset({"classifier_free_guidance"}),
     CancellingDDIM: frozenset({"ddim_step"}),
     SilentOnBadInput: frozenset({"q_sample"}),
+    TorchNoStopGradient: frozenset({"hybrid_loss"}),  # needs torch
 }

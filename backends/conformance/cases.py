@@ -135,7 +135,7 @@ def describe(case: Case, seed: int | None = None) -> dict[str, Any]:
     seed of the run."""
     out: dict[str, Any] = {"case": case.id, "schedule": case.schedule, "params": _plain(case.params),
                            "inputs": {k: _plain(np.asarray(v)) for k, v in case.inputs.items()}}
-    if case.source in ("random", "errors"):
+    if case.source in ("random", "errors", "gradient"):
         out["seed"] = seed
     return out
 

@@ -19,7 +19,7 @@ import vdm_ref
 
 from . import cases as C
 from . import invalid
-from .protocol import REQUIRED_OPS, clause_of, round_to_dtype, tolerance_for
+from .protocol import GRADIENT_METHODS, REQUIRED_OPS, clause_of, gradient_tolerance, round_to_dtype, tolerance_for
 
 
 class NotImplementedOp(Exception):
@@ -275,6 +275,90 @@ def run_invalid_case(adapter: Any, case: C.Case, dtype: str) -> Outcome:
                    "(spec 1.7)")
 
 
+# --- gradients (spec 8.6): optional, for differentiable backends ----------------------------------
+#
+# The value of the hybrid loss cannot show its stop-gradient: L_simple + lam T L_vlb is the same
+# number whether or not the VLB term sees the prediction channels detached. A backend that can
+# differentiate offers hybrid_loss_grad(same arguments) -> d(sum_b L_b)/d out, checked here.
+
+GRADIENT_CASES = 3  # per run, drawn like hybrid_loss's random cases from their own stream
+_FD_STEP = 1e-5
+_FD_ELEMENTS = 4  # variance-channel positions per sample checked by central differences
+
+
+def hybrid_loss_grad_reference(sched: vdm_ref.Schedule, x0: np.ndarray, t: Any, noise: np.ndarray, out: np.ndarray,
+                               prediction: str, lam: float = 0.001,
+                               min_snr_gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """d(sum_b L_hybrid_b)/d out under spec 8.6's stop-gradient, and where it is known.
+
+    Prediction channels, every element: only L_simple reaches them, w_b * mean((pred - target)^2),
+    whose gradient is 2 w_b (pred - target) / n in closed form. Variance channels, at a few
+    positions: the model mean does not depend on them, so the gradient is that of the value: central
+    differences of vdm_ref's hybrid_loss, one position of every sample at a time (sample b's loss
+    sees only its own). Returns (gradient, mask of the elements it holds).
+    """
+    b, c = x0.shape[:2]
+    target = vdm_ref.training_target(sched, x0, t, noise, prediction)
+    w = np.ones(b) if min_snr_gamma is None else np.broadcast_to(
+        vdm_ref.min_snr_weight(sched, t, prediction, min_snr_gamma), (b,))
+    grad, known = np.zeros_like(out), np.zeros(out.shape, dtype=bool)
+    grad[:, :c] = w.reshape((b,) + (1,) * (x0.ndim - 1)) * 2.0 * (out[:, :c] - target) / x0[0].size
+    known[:, :c] = True
+    positions = list(np.ndindex((c, *out.shape[2:])))
+    for j in np.unique(np.linspace(0, len(positions) - 1, _FD_ELEMENTS).round().astype(int)):
+        idx = positions[j]
+        key = (slice(None), c + idx[0], *idx[1:])
+        known[key] = True
+        up, down = out.copy(), out.copy()
+        up[key] += _FD_STEP
+        down[key] -= _FD_STEP
+        grad[key] = (vdm_ref.hybrid_loss(sched, x0, t, noise, up, prediction, lam, min_snr_gamma)
+                     - vdm_ref.hybrid_loss(sched, x0, t, noise, down, prediction, lam, min_snr_gamma)) / (2 * _FD_STEP)
+    return grad, known
+
+
+_GRADIENT_REFERENCES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "hybrid_loss": hybrid_loss_grad_reference}
+
+
+def gradient_cases(op: str, seed: int, dtype: str) -> list[C.Case]:
+    draw = C.RngDraw(C.op_rng(seed, f"gradient/{op}"))
+    out = []
+    for k in range(GRADIENT_CASES):
+        case = C.random_case(op, draw, dtype, k)
+        case.id, case.source = f"gradient/{op}/{k}", "gradient"
+        out.append(case)
+    return out
+
+
+def run_gradient_case(adapter: Any, case: C.Case, dtype: str, tol: dict[str, float]) -> Outcome:
+    """The backend's gradient method against the reference gradient (see hybrid_loss_grad_reference)."""
+    method = GRADIENT_METHODS[case.op]
+    inputs = {k: round_to_dtype(v, dtype) for k, v in case.inputs.items()}
+    args, kwargs, _ = C.call_args(case, inputs)
+    want, known = _GRADIENT_REFERENCES[case.op](*args, **kwargs)  # reads its inputs only
+    try:
+        got = np.asarray(getattr(adapter, method)(*args, **kwargs))
+    except NotImplementedError as exc:
+        raise NotImplementedOp(f"{method} raised NotImplementedError: {exc}") from None
+    except Exception as exc:
+        return Outcome(case.id, case.source, math.inf, f"{method} raised {type(exc).__name__}: {exc}")
+    if got.shape == want.shape:  # compare where the reference is known
+        got = np.where(known, got, want)
+    ratio, where = error_ratio(got, want, tol["rtol"], tol["atol"])
+    if ratio > 1.0:
+        channels = "a prediction channel" if where.startswith("[") and _channel(where) < case.inputs["x0"].shape[1] \
+            else "a variance channel"
+        return Outcome(case.id, case.source, ratio, f"d(sum L)/d out{where}, {channels} (error/tolerance {ratio:.3g}; "
+                       "spec 8.6: the VLB term sees the prediction channels detached)")
+    return Outcome(case.id, case.source, ratio)
+
+
+def _channel(where: str) -> int:
+    """The channel index of an error_ratio location "[b, c, ...] = ..."."""
+    return int(where[1:].split(",")[1]) if "," in where.split("]")[0] else 0
+
+
 def _check_model_calls(rec: _RecordingModel, steps: np.ndarray, batch: int) -> str | None:
     """Spec 7.6: the model is called once per timestep, in order, with t an int (B,) vector."""
     seen = [int(np.asarray(t).reshape(-1)[0]) if np.asarray(t).size else None for t in rec.calls]
@@ -468,12 +552,28 @@ def select_cases(
     return picked, notes
 
 
+def _check_gradients(adapter: Any, op: str, dtype: str, seed: int, tracker: Tracker,
+                     wanted: Callable[[str], bool]) -> None:
+    method, tol = GRADIENT_METHODS[op], gradient_tolerance(op, dtype)
+    if not callable(getattr(adapter, method, None)):
+        tracker.result.notes.append(f"no {method} method: the gradient property of clause {clause_of(op)} is not "
+                                    "checked (optional, for differentiable backends)")
+        return
+    if tol is None:
+        tracker.result.notes.append(f"spec gives no {dtype} tolerance for the gradient check of {op}")
+        return
+    for case in gradient_cases(op, seed, dtype):
+        if wanted(case.id):
+            tracker.add(run_gradient_case(adapter, case, dtype, tol), case.id, case)
+
+
 def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int = 0, golden: bool = True,
-             e2e: bool = True, errors: bool = True, allow_missing: bool = False,
+             e2e: bool = True, errors: bool = True, gradients: bool = True, allow_missing: bool = False,
              extra: Iterable[C.Case] = (), only: str | None = None) -> OpResult:
     """Run every check of one clause on ``adapter`` at ``dtype``: golden vectors, random cases,
-    end-to-end sampling and (``errors``) the invalid inputs of spec 1.7. ``only``: run just the
-    check with this case id (what a failure's reproduce command asks for)."""
+    end-to-end sampling, (``errors``) the invalid inputs of spec 1.7 and (``gradients``, where the
+    backend offers the optional method) gradients. ``only``: run just the check with this case id
+    (what a failure's reproduce command asks for)."""
     if not callable(getattr(adapter, op, None)):
         return skipped(op, "not implemented", missing=True, allow_missing=allow_missing)
     tol = tolerance_for(op, dtype)
@@ -498,6 +598,8 @@ def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int
             for case in invalid_cases(op, seed, dtype):
                 if wanted(case.id):
                     tracker.add(run_invalid_case(adapter, case, dtype), case.id, case)
+        if gradients and op in GRADIENT_METHODS:
+            _check_gradients(adapter, op, dtype, seed, tracker, wanted)
     except NotImplementedOp as exc:
         return skipped(op, f"not implemented ({exc})", missing=True, allow_missing=allow_missing)
     return tracker.finish()

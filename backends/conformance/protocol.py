@@ -82,6 +82,17 @@ def tolerance_for(op: str, dtype: str) -> dict[str, float] | None:
     return dict(entry[dtype]) if dtype in entry else None
 
 
+# Optional methods of differentiable backends: the op whose clause they check, and their name.
+# A backend without them is checked on values only (the report notes what was not checked).
+GRADIENT_METHODS: dict[str, str] = {"hybrid_loss": "hybrid_loss_grad"}
+
+
+def gradient_tolerance(op: str, dtype: str) -> dict[str, float] | None:
+    """(rtol, atol) of the gradient check of ``op`` at ``dtype``; None if the spec gives none."""
+    entry = tolerances().get("gradients", {}).get(op, {})
+    return dict(entry[dtype]) if dtype in entry else None
+
+
 def low_precision_abar_range() -> tuple[float, float]:
     lo, hi = tolerances()["low_precision_abar_range"]
     return float(lo), float(hi)

@@ -116,7 +116,8 @@ def case_target(case_id: str) -> tuple[str, dict[str, Any]]:
     """The op a case id belongs to, and the check_op arguments that run that case alone.
 
     Ids: ``random/<op>/<k>`` (random case k of the run's seed), ``errors/<op>/<kind>`` (spec 1.7),
-    ``e2e/<name>`` (end-to-end sampling) and ``<op>/<k>`` (golden vector k)."""
+    ``gradient/<op>/<k>`` (the optional gradient check), ``e2e/<name>`` (end-to-end sampling) and
+    ``<op>/<k>`` (golden vector k)."""
     source, _, rest = case_id.partition("/")
     if source == "random":
         op, _, k = rest.partition("/")
@@ -126,13 +127,17 @@ def case_target(case_id: str) -> tuple[str, dict[str, Any]]:
         op = rest.partition("/")[0]
         if op in OPS:
             return op, {"n_random": 0, "golden": False, "e2e": False, "errors": True}
+    elif source == "gradient":
+        op = rest.partition("/")[0]
+        if op in OPS:
+            return op, {"n_random": 0, "golden": False, "e2e": False, "errors": False}
     elif source == "e2e":
         op = rest.partition("/")[0]
         return (op if op in OPS else "sample"), {"n_random": 0, "golden": False, "e2e": True, "errors": False}
     elif source in OPS and rest.isdigit():
         return source, {"n_random": 0, "golden": True, "e2e": False, "errors": False}
     raise BackendError(f"--case: {case_id!r} is not a case id (random/<op>/<k>, errors/<op>/<kind>, "
-                       "e2e/<name> or <op>/<k>)")
+                       "gradient/<op>/<k>, e2e/<name> or <op>/<k>)")
 
 
 # Built-in backends by adapter name: the short spec that loads them.
@@ -153,7 +158,7 @@ def reproduce_command(spec: str, device: str, dtype: str, seed: int, case_id: st
     if device != "cpu":
         words += ["--device", device]
     words += ["--dtype", dtype]
-    if case_id.startswith(("random/", "errors/", "e2e/")):  # drawn from the seed
+    if case_id.startswith(("random/", "errors/", "gradient/", "e2e/")):  # drawn from the seed
         words += ["--seed", str(seed)]
     return " ".join([*words, "--case", case_id])
 
