@@ -367,3 +367,31 @@ def test_sdxl_style_config_with_other_schedulers_keys() -> None:
     np.testing.assert_allclose(got.sigmas, s.sigmas.numpy(), rtol=SIGMA_RTOL)
     assert any("ignored ['clip_sample', 'sample_max_value', 'set_alpha_to_one', 'skip_prk_steps']" in n
                for n in got.notes)
+
+
+@pytest.mark.parametrize("cls", MULTISTEP)
+@pytest.mark.parametrize("shift", [1.0, 3.0, 5.0])
+def test_multistep_flow_sigmas_wan_style(cls: str, shift: float) -> None:
+    """use_flow_sigmas (Wan): sigmas agree to float32; integer timesteps floor(T s) agree except where T s is an
+    exact integer that diffusers' float computation puts just below it (then one less)."""
+    cfg = {"use_flow_sigmas": True, "flow_shift": shift, "prediction_type": "flow_prediction"}
+    below = 0
+    for N in [*range(1, 60), 100, 500, 999]:
+        got = ours(cls, N, **cfg)
+        want_t, want_s = theirs(cls, N, **cfg)
+        assert got.family == "flow" and got.prediction == "flow" and got.sigmas[-1] == 0.0
+        _close(got.sigmas, want_s, 2e-7, 1e-9, N)
+        for i in np.flatnonzero(want_t != got.timesteps):
+            # the unshifted level: UniPC 1 + (1/T - 1) i / N, DPM-Solver (1 - 1/T)(1 - i / N); then T shift(u)
+            u = 1 + (Fraction(1, T) - 1) * Fraction(i, N) if cls.startswith("UniPC") else \
+                (1 - Fraction(1, T)) * (1 - Fraction(i, N))
+            k = Fraction(shift)
+            exact = T * k * u / (1 + (k - 1) * u)
+            assert exact.denominator == 1 and want_t[i] == got.timesteps[i] - 1 == exact - 1, (N, i)
+            below += 1
+    assert below > 0 or shift != 1.0
+    dyn = {"use_flow_sigmas": True, "use_dynamic_shifting": True, "prediction_type": "flow_prediction"}
+    for N in (1, 5, 30):
+        got = plan_from_diffusers({"_class_name": cls, **dyn}, N, mu=1.2)
+        _, want_s = theirs(cls, N, **dyn, _mu=1.2)
+        _close(got.sigmas, want_s, 2e-7, 1e-9, N)

@@ -73,7 +73,7 @@ FOREIGN_KEYS = frozenset().union(*DEFAULTS.values(), {"skip_prk_steps"})
 
 # Config values this reader does not model yet: key -> the only value accepted (the default).
 UNSUPPORTED = {"trained_betas": None, "use_exponential_sigmas": False, "use_beta_sigmas": False,
-               "use_lu_lambdas": False, "use_flow_sigmas": False, "invert_sigmas": False,
+               "use_lu_lambdas": False, "invert_sigmas": False,
                "timestep_type": "discrete", "interpolation_type": "linear", "lambda_min_clipped": -math.inf,
                "sigma_min": None, "sigma_max": None, "shift_terminal": None}
 # ...except where the family defines them (EDM's sigma range, the flow shift's terminal value).
@@ -84,7 +84,7 @@ BETA_SCHEDULES = {"linear": ("linear", ("beta_start", "beta_end")),
                   "scaled_linear": ("scaled_linear", ("beta_start", "beta_end")),
                   "squaredcos_cap_v2": ("cosine", ()),
                   "sigmoid": ("sigmoid", ("beta_start", "beta_end"))}
-PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow"}
 VARIANCES = {"fixed_small": "fixed_small", "fixed_large": "fixed_large", "learned_range": "learned_range"}
 ZERO_SNR_ABAR = 2.0**-24  # what diffusers' sigma-based schedulers put in place of abar_{T-1} = 0
 
@@ -310,9 +310,51 @@ def read_heun(r: _Read) -> SchedulePlan:
 MULTISTEP_SAMPLERS = {("dpmsolver++", 2): "dpmpp_2m", ("bh2", 2): "unipc", ("bh1", 2): "unipc"}
 
 
+def read_multistep_flow(r: _Read) -> SchedulePlan:
+    """DPMSolverMultistep / UniPCMultistep with use_flow_sigmas (Wan): N + 1 uniform flow levels, the
+    last dropped, shifted once (15.2, or 15.3 with mu); the network sees the integer part of T s."""
+    cfg, N = r.cfg, r.steps
+    T = _int_key(cfg, "num_train_timesteps", 2)
+    dpm = r.name == "DPMSolverMultistepScheduler"
+    if cfg["use_karras_sigmas"]:
+        raise ValueError("config key 'use_karras_sigmas' = True with use_flow_sigmas is not supported by vdm "
+                         "schedule yet")
+    if dpm:  # built on alpha = 1 - s and flipped: the grid runs from 1 - 1/T, not from 1
+        s = levels.uniform_levels(N + 1, 1.0 - 1.0 / T, 0.0)[:-1]
+        r.notes.append("DPM-Solver's flow levels start at 1 - 1/T (a uniform grid on alpha, flipped), not at 1")
+    else:
+        s = levels.uniform_levels(N + 1, 1.0, 1.0 / T)[:-1]
+    if cfg["use_dynamic_shifting"]:
+        if r.mu is None:
+            raise ValueError("this config uses dynamic shifting: give mu (--mu)")
+        s = levels.TIME_SHIFTS["exponential" if dpm else cfg["time_shift_type"]](s, r.mu)
+    else:
+        s = levels.flow_shift(s, float(cfg["flow_shift"]))
+    if not dpm and cfg["shift_terminal"]:
+        s = levels.stretch_to_terminal(s, float(cfg["shift_terminal"]))
+    if not dpm and abs(s[0] - 1.0) < 1e-6:  # diffusers keeps UniPC's first log(alpha) finite
+        s[0] -= 1e-6
+        r.notes.append("UniPC starts at s = 1 - 1e-6 instead of 1 (diffusers avoids log(alpha) = -inf there)")
+    final = _final_sigma(r, s)
+    if dpm and final != "zero":
+        raise ValueError("config key 'final_sigmas_type' = 'sigma_min' with DPM-Solver flow sigmas reads the vp "
+                         "table in diffusers; vdm schedule supports 'zero' there")
+    sig = levels.with_final_level(s, final)
+    r.notes.append("the network sees the integer part of T s (diffusers casts these timesteps to int64; where T s is "
+                   "an exact integer its float value may fall just below it, and diffusers then gives one less)")
+    r.notes.append(f"multistep schedulers space N + 1 flow levels and drop the last; {r.name} computes them in "
+                   "float64 and returns float32 sigmas")
+    sampler = "dpmpp_2m" if dpm else "unipc"
+    # floor with a 1e-9 margin: T s within 1e-9 below an integer is that integer in exact arithmetic
+    ts = np.floor(T * s + 1e-9).astype(np.int64)
+    return _plan(r, "flow", ts, sig, sampler, None, {}, None, 1.0 - sig, sig.copy())
+
+
 def read_multistep(r: _Read) -> SchedulePlan:
     """DPMSolverMultistep / UniPCMultistep: integer timesteps (linspace and leading take N + 1 and drop
     the last, so t = 0 is never visited), sigmas of the vp table, optionally Karras, final level."""
+    if r.cfg["use_flow_sigmas"]:
+        return read_multistep_flow(r)
     abar, table, spec = _sigma_table(r)
     N = r.steps
     spacing = r.cfg["timestep_spacing"]
