@@ -395,3 +395,24 @@ def test_multistep_flow_sigmas_wan_style(cls: str, shift: float) -> None:
         got = plan_from_diffusers({"_class_name": cls, **dyn}, N, mu=1.2)
         _, want_s = theirs(cls, N, **dyn, _mu=1.2)
         _close(got.sigmas, want_s, 2e-7, 1e-9, N)
+
+
+def test_stable_video_diffusion_style_euler() -> None:
+    """SVD's Euler config: Karras levels between the config's sigma_min 0.002 and sigma_max 700, continuous
+    timesteps c_noise = ln(sigma) / 4 with v prediction; agrees with diffusers to float32."""
+    config = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear",
+              "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
+              "sigma_max": 700.0, "sigma_min": 0.002, "skip_prk_steps": True, "steps_offset": 1,
+              "timestep_spacing": "leading", "timestep_type": "continuous", "trained_betas": None,
+              "use_karras_sigmas": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = diffusers.EulerDiscreteScheduler.from_config(config)
+    for N in (1, 2, 14, 25, 50):
+        got = plan_from_diffusers(config, N)
+        s.set_timesteps(N)
+        _close(got.sigmas, s.sigmas.numpy(), 2e-7, 0, N)
+        _close(got.timesteps, s.timesteps.numpy(), 0, 2e-6, N)
+        assert got.sigmas[0] == pytest.approx(700.0, rel=1e-14) and got.prediction == "v"
+        np.testing.assert_allclose(got.timesteps, 0.25 * np.log(got.sigmas[:-1]), rtol=1e-15)

@@ -77,7 +77,9 @@ UNSUPPORTED = {"trained_betas": None, "use_exponential_sigmas": False, "use_beta
                "timestep_type": "discrete", "interpolation_type": "linear", "lambda_min_clipped": -math.inf,
                "sigma_min": None, "sigma_max": None, "shift_terminal": None}
 # ...except where the family defines them (EDM's sigma range, the flow shift's terminal value).
-_OWN_KEYS = {"EDMEulerScheduler": {"sigma_min", "sigma_max"}, "FlowMatchEulerDiscreteScheduler": {"shift_terminal"}}
+_OWN_KEYS = {"EDMEulerScheduler": {"sigma_min", "sigma_max"}, "FlowMatchEulerDiscreteScheduler": {"shift_terminal"},
+             "EulerDiscreteScheduler": {"sigma_min", "sigma_max", "timestep_type"}}
+TIMESTEP_TYPES = ("discrete", "continuous")  # EulerDiscrete: t, or c_noise = ln(sigma) / 4 with v_prediction (SVD)
 
 # diffusers' beta_schedule -> (vdm schedule, the config keys that are its parameters) (spec 2).
 BETA_SCHEDULES = {"linear": ("linear", ("beta_start", "beta_end")),
@@ -288,10 +290,18 @@ def read_euler(r: _Read, sampler: str = "euler") -> SchedulePlan:
     else:
         ts = discrete_timesteps(r).astype(np.float64)
     sig = np.interp(ts, np.arange(T, dtype=np.float64), table)
-    if r.cfg.get("use_karras_sigmas"):
-        sig = levels.karras_sigmas(N, float(sig[-1]), float(sig[0])) if N > 1 else sig[:1]
+    if r.cfg.get("use_karras_sigmas"):  # config sigma_min / sigma_max replace the table's ends (SVD: 0.002, 700)
+        lo = float(sig[-1]) if r.cfg.get("sigma_min") is None else float(r.cfg["sigma_min"])
+        hi = float(sig[0]) if r.cfg.get("sigma_max") is None else float(r.cfg["sigma_max"])
+        sig = levels.karras_sigmas(N, lo, hi) if N > 1 else np.array([hi])
         ts = timestep_from_sigma(sig, table)
     sig = levels.with_final_level(sig, _final_sigma(r, table), sigma_min=float(table[0]))
+    kind = r.cfg.get("timestep_type", "discrete")
+    if kind not in TIMESTEP_TYPES:
+        raise ValueError(f"config key 'timestep_type': unknown value {kind!r}; choose one of {TIMESTEP_TYPES}")
+    if kind == "continuous" and r.cfg["prediction_type"] == "v_prediction":
+        ts = 0.25 * np.log(sig[:-1])  # the network sees EDM's c_noise (spec 14.2), as Stable Video Diffusion does
+        r.notes.append("continuous timesteps: the network sees c_noise = ln(sigma) / 4 (spec 14.2)")
     if sampler == "heun":  # two network calls per step but the last: each inner level repeats (spec 17.6)
         ts = np.concatenate([ts[:1], np.repeat(ts[1:], 2)])
         sig = np.concatenate([sig[:1], np.repeat(sig[1:-1], 2), sig[-1:]])
