@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail, require_extras
+from .errors import CANNOT_WRITE, FAILED, fail, require_extras
 
 
 def register(app: typer.Typer) -> None:
@@ -39,31 +39,34 @@ def register(app: typer.Typer) -> None:
         The graph is checked with onnx.checker (full_check) and run in ONNX Runtime against PyTorch at
         batches, frame counts and timesteps other than the export example; the file is written only if
         every case is within tolerance (fp32: |err| <= 1e-4 + 1e-4 max|out|; fp16: 2e-2 + 2e-2 max|out|).
-        Exit status: 0 written, 1 validation failed, 2 bad input.
+        Exit status: 0 written, 1 validation failed (nothing written), 2 bad input (including a checkpoint
+        with NaN or infinite weights), 3 OUT.onnx cannot be written (its folder is created if missing).
         """
         require_extras("vdm export", "torch", "ort")
+        from vdm.backends.files import WriteError, check_writable
         from vdm.backends.torch.training.checkpoint import CheckpointError
         from vdm.export.onnx_export import ExportError, ExportOptions, export_checkpoint
 
         if out.suffix.lower() != ".onnx":
             fail(f"the output must end in .onnx, got {out}")
-        if out.exists() and out.is_dir():
-            fail(f"{out} is a directory")
         options = ExportOptions(ema=ema, opset=opset, fp16=fp16, dynamic_batch=dynamic_batch,
                                 dynamic_frames=dynamic_frames, dynamic_size=dynamic_size, exporter=exporter,
                                 batch=batch, frames=frames, size=size)
         try:
             options.check()
+            check_writable(out)
         except ExportError as exc:
             fail(str(exc))
+        except WriteError as exc:
+            fail(str(exc), CANNOT_WRITE)
         try:
             report = export_checkpoint(ckpt, out, options, log=typer.echo)
         except CheckpointError as exc:
             fail(str(exc))
         except ExportError as exc:
-            fail(f"export failed, nothing written: {exc}", 1)
-        except OSError as exc:
-            fail(f"cannot write {out}: {exc.strerror or exc}")
+            fail(f"export failed, nothing written: {exc}", FAILED)
+        except WriteError as exc:
+            fail(f"{exc}; nothing written", CANNOT_WRITE)
         info = report.info
         typer.echo(f"parity vs PyTorch: max abs error {report.max_abs:.2e}, max rel error {report.max_rel:.2e} "
                    f"(tolerance {report.tolerance[0]:g} abs + {report.tolerance[1]:g} rel, "

@@ -15,7 +15,7 @@ import typer
 
 import vdm_ref
 
-from .errors import fail, require_extras
+from .errors import CANNOT_WRITE, FAILED, fail, require_extras
 
 # Help texts of the noise-process options, read from the reference's tables (spec 14.1, 16.1).
 _PREDICTIONS_BY_PROCESS = "; ".join(f"{name}: {', '.join(f.predictions)}" for name, f in vdm_ref.FAMILIES.items())
@@ -189,10 +189,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a video diffusion denoiser with AdamW, LR warm-up, gradient clipping and EMA weights.
 
-        Exit status: 0 done, 1 training diverged (NaN/Inf; the last good checkpoint is kept), 2 bad input.
+        Exit status: 0 done, 1 training diverged (a NaN/Inf loss, gradient or weight; the last good checkpoint
+        is kept), 2 bad input (options, config file, resume checkpoint), 3 an output in --out cannot be written
+        (read-only, full disk, a file in the way, the file-size limit; the last complete checkpoint is kept).
         """
         require_extras("vdm train", "torch")
         from rich.console import Console
+        from vdm.backends.files import WriteError
         from vdm.backends.torch.data.video import report_warnings
         from vdm.backends.torch.training import TrainingDiverged, resolve_run_config
         from vdm.backends.torch.training import train as run_train
@@ -235,10 +238,13 @@ def register(app: typer.Typer) -> None:
                 result = run_train(cfg, progress=not quiet and main_rank,
                                    log=None if quiet else (lambda m: console.print(m, highlight=False)))
         except TrainingDiverged as exc:
-            fail(str(exc), code=1)
+            fail(str(exc), FAILED)
             return
         except (ValueError, CheckpointError) as exc:
             fail(str(exc))
+            return
+        except WriteError as exc:
+            fail(f"{exc}; training stopped", CANNOT_WRITE)
             return
         if not quiet and main_rank:
             console.print(f"outputs in {result.out_dir}: last.safetensors, metrics.csv, loss.png, previews/",

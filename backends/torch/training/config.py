@@ -88,7 +88,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads per process; 0 = torch default (divided among local DDP ranks)
 
     def __post_init__(self) -> None:
-        errs = []
+        errs = type_errors(dataclasses.asdict(self))
+        if errs:  # the range checks below assume the types are right
+            raise ValueError("invalid training config: " + "; ".join(errs))
         if self.architecture not in ARCHITECTURES:
             errs.append(f"architecture must be one of {tuple(ARCHITECTURES)}, got {self.architecture!r}")
         elif self.preset not in ARCHITECTURES[self.architecture].presets:
@@ -123,8 +125,9 @@ class TrainConfig:
             errs.append(f"preview_steps ({self.preview_steps}) cannot exceed timesteps ({self.timesteps})")
         if not self.lr > 0 or not math.isfinite(self.lr):
             errs.append(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            errs.append("weight_decay and grad_clip must be >= 0")
+        for name in ("weight_decay", "grad_clip", "hybrid_lambda"):
+            if getattr(self, name) < 0:
+                errs.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             errs.append(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -159,6 +162,60 @@ class TrainConfig:
     @property
     def data_path(self) -> str | None:
         return self.data.split(":", 1)[1] if ":" in self.data else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _first_non_finite(v: Any, where: str) -> tuple[str, float] | None:
+    """(position ``where.key[i]``, value) of the first NaN or infinity in a nested table or list."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return where, v
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, (list, tuple)) else ()
+    for k, x in items:
+        found = _first_non_finite(x, f"{where}.{k}" if isinstance(v, dict) else f"{where}[{k}]")
+        if found is not None:
+            return found
+    return None
+
+
+# What each annotation of a TrainConfig field admits, and how to say it. Flags, JSON and TOML
+# files all pass through here, so `steps = "ten"` in a file reads like `--steps ten`.
+_TYPE_CHECKS: dict[str, tuple[Any, str]] = {
+    "int": (_is_int, "an integer"),
+    "int | None": (lambda v: v is None or _is_int(v), "an integer (or unset)"),
+    "float": (_is_finite_number, "a finite number"),
+    "float | None": (lambda v: v is None or _is_finite_number(v), "a finite number (or unset)"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string (or unset)"),
+    "dict[str, Any]": (lambda v: isinstance(v, dict), "a table"),
+    "dict[str, float]": (lambda v: isinstance(v, dict) and all(map(_is_finite_number, v.values())),
+                         "a table of numbers"),
+}
+
+
+def type_errors(values: dict[str, Any]) -> list[str]:
+    """One message per value of ``values`` whose type does not fit its TrainConfig field; NaN and
+    infinity fit nowhere, also inside tables (``schedule_params``, ``model``). Keys that are not
+    fields, and annotations outside the table, are left to other checks."""
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    errs = []
+    for key, value in values.items():
+        check = _TYPE_CHECKS.get(str(fields.get(key)))
+        if check is None:
+            continue
+        bad = _first_non_finite(value, key)
+        if bad is not None:
+            errs.append(f"{bad[0]} must be a finite number, got {bad[1]}")
+        elif not check[0](value):
+            errs.append(f"{key} must be {check[1]}, got {value!r}")
+    return errs
 
 
 def _process_errors(cfg: TrainConfig) -> list[str]:
@@ -251,6 +308,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table/object of options")
     configs.check_keys(TrainConfig, data, f"config file {path}")
+    errs = type_errors(data)
+    if errs:
+        raise ValueError(f"config file {path}: " + "; ".join(errs))
     return data
 
 

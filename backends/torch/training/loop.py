@@ -55,7 +55,8 @@ CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "elapsed")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became NaN/Inf; nothing was written after the bad step."""
+    """The loss, the gradient norm or the updated weights became NaN/Inf; nothing was written
+    after the bad step, so the newest checkpoint on disk holds finite weights."""
 
 
 # --------------------------------------------------------------------------- outputs
@@ -90,15 +91,20 @@ class _Metrics:
             w.writeheader()
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
-        self._f = path.open("a", newline="")
+        with files.writing(path):
+            self._f = path.open("a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=CSV_FIELDS)
 
     def write(self, row: dict[str, float]) -> None:
-        self._w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
-        self._f.flush()
+        with files.writing(self.path):
+            self._w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+            self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # a full disk already reported by write(); the rows before it are on disk
+            pass
 
 
 def read_metrics(path: str | os.PathLike[str]) -> tuple[list[int], list[float]]:
@@ -144,6 +150,14 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers(), strict=True):
         e.copy_(b)
+
+
+@torch.no_grad()
+def _non_finite_weights(*modules: nn.Module) -> Tensor:
+    """1 (int32, on the weights' device) if any parameter of ``modules`` holds a NaN or infinity, else 0:
+    one reduction per tensor and a single host sync for the caller."""
+    flags = [torch.isfinite(p).all() for m in modules for p in m.parameters()]
+    return (~torch.stack(flags).all()).to(torch.int32)
 
 
 def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
@@ -210,7 +224,10 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
         if dd.main:
             for old in [out / "last.safetensors", *(out / "checkpoints").glob("step_*.safetensors"),
                         *(out / "previews").glob("step_*.gif")]:
-                old.unlink(missing_ok=True)
+                with files.writing(old):
+                    old.unlink(missing_ok=True)
+    if dd.main:  # before the data and the model are built: an unwritable --out fails in a second
+        files.check_writable(out / "config.json")
 
     dataset, num_classes, data_meta = build_dataset(cfg)
     if data_meta.get("skipped"):
@@ -253,7 +270,8 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
 
     metrics = None
     if dd.main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with files.writing(out / "checkpoints"):
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         files.remove_stale_temp_files(out, out / "checkpoints", out / "previews")  # a killed run's writes
         files.atomic_write_bytes(out / "config.json", (json.dumps(
             {"train": cfg.to_dict(), "model_config": mcfg.to_dict(), "data": data_meta, "world_size": dd.world},
@@ -340,6 +358,15 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
             optimizer.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
             _ema_update(ema, model, decay)
+            # A finite loss and gradient can still give non-finite weights (an overflowing update);
+            # such weights are never checkpointed, so the last checkpoint stays the last good one.
+            bad_weights = _non_finite_weights(model, ema)
+            if dd.enabled:
+                dist.all_reduce(bad_weights, op=dist.ReduceOp.MAX)
+            if bad_weights.item():
+                where = f"{last_ckpt} (step {last_ckpt_step})" if last_ckpt else "none written yet"
+                raise TrainingDiverged(f"the weights are not finite after the update of step {step + 1}; training "
+                                       f"stopped. Last good checkpoint: {where}. Try a lower --lr or --weight-decay.")
             step += 1
             losses.append(loss_v)
             window.append((loss_v, gn_v))
