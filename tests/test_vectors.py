@@ -192,6 +192,13 @@ def test_vectors_cover_the_edge_cases() -> None:
     ddpm = {(c["params"]["prediction"], c["params"]["variance"]) for c in _cases("ddpm_step")}
     assert ddpm >= {(p, v) for p in vdm_ref.PREDICTIONS for v in vdm_ref.VARIANCES}
     assert {c["params"]["eta"] for c in _cases("ddim_step")} >= {0.0, 0.5, 1.0}
+    # Spec 7.4: eta = 1 stepping from abar_t = 0 (the last step of a zero-terminal-SNR schedule),
+    # where only the cancellation-free form of 1 - abar_s - sigma^2 is right.
+    with np.load(VECTORS / "ddim_step.npz") as npz:
+        terminal = [c for k, c in enumerate(_cases("ddim_step")) if c["params"]["eta"] == 1.0
+                    and c["schedule"]["zero_terminal_snr"]
+                    and c["schedule"]["T"] - 1 in np.ravel(c["params"].get("t", npz.get(f"{k}/t", [])))]
+    assert terminal
     for op in ("ddpm_step", "ddim_step"):
         assert any("clip" in c["params"] for c in _cases(op)) and any("threshold" in c["params"] for c in _cases(op))
     samples = {(c["params"]["model"]["kind"], c["params"]["sampler"]) for c in _cases("sample")}
