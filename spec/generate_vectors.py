@@ -72,6 +72,18 @@ def build_model(spec: dict[str, Any], sched: vdm_ref.Schedule, arrays: dict[str,
     raise ValueError(f"unknown model kind {spec['kind']!r}")
 
 
+def build_level_denoiser(spec: dict[str, Any], alphas: np.ndarray, sigmas: np.ndarray,
+                         points: np.ndarray | None) -> Any:
+    """Spec 10.3 / 17.2: a solve case's "model" names the 14.8 x0 model m; denoise(x, i) = m(x, alpha_i, sigma_i)."""
+    if spec["kind"] == "gaussian_level":
+        m = vdm_ref.process_gaussian_ideal_model(spec["mu"], spec["var"], "x0")
+    elif spec["kind"] == "points_level":
+        m = vdm_ref.process_points_ideal_model(points, "x0")
+    else:
+        raise ValueError(f"unknown denoiser kind {spec['kind']!r}")
+    return lambda x, i: m(x, np.full(x.shape[0], alphas[i]), np.full(x.shape[0], sigmas[i]))
+
+
 def call_case(op: str, case: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Evaluate one case with vdm_ref; ``arrays`` maps input names to arrays."""
     kwargs: dict[str, Any] = {**{k: arrays[k] for k in case["inputs"]}, **case["params"]}
@@ -80,6 +92,9 @@ def call_case(op: str, case: dict[str, Any], arrays: dict[str, np.ndarray]) -> d
     if op == "sample":
         kwargs["model"] = build_model(kwargs["model"], kwargs["sched"], arrays)
         kwargs.pop("points", None)  # an input of the model, not of sample()
+    if op == "solve":
+        kwargs["denoise"] = build_level_denoiser(kwargs.pop("model"), kwargs["alphas"], kwargs["sigmas"],
+                                                 kwargs.pop("points", None))
     result = getattr(vdm_ref, op)(**kwargs)
     if op == "make_schedule":
         return dict(result.tables())
@@ -425,6 +440,47 @@ def cases_hybrid_loss(o: Op) -> None:
     o.add(SCL1000, {"prediction": "eps", "t": 321}, noise=o.normal(X1), **d)
 
 
+def cases_solve(o: Op) -> None:
+    """Spec 17: every solver on the levels of each family, both zero ends, a one-step solve and a
+    final level above zero, with the Gaussian and the point-set x0 denoisers of 14.8."""
+    shape = (2, 1, 2, 3, 3)
+    points = np.stack([np.full(shape[1:], -0.6), np.linspace(-1.0, 1.0, int(np.prod(shape[1:]))).reshape(shape[1:])])
+    cos = vdm_ref.make_schedule("cosine", 1000)
+
+    def vp(n: int) -> tuple[np.ndarray, np.ndarray]:  # trailing timesteps, then abar_{-1} = 1
+        abar = np.append(cos.abar_at(vdm_ref.inference_timesteps(1000, n, "trailing")), 1.0)
+        return np.sqrt(abar), np.sqrt(1.0 - abar)
+
+    def flow(n: int, shift: float = 3.0) -> tuple[np.ndarray, np.ndarray]:  # from s = 1 (alpha = 0) to s = 0
+        u = np.linspace(1.0, 0.0, n + 1)
+        s = shift * u / (1.0 + (shift - 1.0) * u)
+        return 1.0 - s, s
+
+    def edm(n: int) -> tuple[np.ndarray, np.ndarray]:  # Karras sigmas 80 .. 0.002 (rho 7), then 0
+        r = np.arange(n) / (n - 1)
+        sig = (80.0 ** (1 / 7) + r * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+        return np.ones(n + 1), np.append(sig, 0.0)
+
+    def above_zero(n: int) -> tuple[np.ndarray, np.ndarray]:  # vp, uniform in lambda, final sigma > 0
+        a2 = 1.0 / (1.0 + np.exp(-2.0 * np.linspace(-2.5, 2.0, n + 1)))
+        return np.sqrt(a2), np.sqrt(1.0 - a2)
+
+    gauss = {"kind": "gaussian_level", "mu": 0.3, "var": 0.25}
+    grids = [(vp(5), gauss), (flow(6), {"kind": "points_level"}), (edm(4), gauss), (vp(1), gauss),
+             (above_zero(5), {"kind": "points_level"})]
+    for solver, row in vdm_ref.SOLVERS.items():
+        for (alphas, sigmas), model in grids:
+            n = len(alphas) - 1
+            inputs: dict[str, Any] = {"x": alphas[0] * o.normal(shape, 0.5) + sigmas[0] * o.normal(shape),
+                                      "alphas": alphas, "sigmas": sigmas, "noise": o.normal((n, *shape))}
+            if model["kind"] == "points_level":
+                inputs["points"] = points
+            params: dict[str, Any] = {"model": model, "solver": solver}
+            if "eta" in row.options:
+                params["eta"] = 0.5 if n == 6 else 1.0
+            o.add(None, params, **inputs)
+
+
 CASES: dict[str, Callable[[Op], None]] = {
     "make_schedule": cases_make_schedule,
     "inference_timesteps": cases_inference_timesteps,
@@ -455,6 +511,7 @@ CASES: dict[str, Callable[[Op], None]] = {
     "discretized_gaussian_log_likelihood": cases_discretized_gaussian_log_likelihood,
     "vlb_term": cases_vlb_term,
     "hybrid_loss": cases_hybrid_loss,
+    "solve": cases_solve,
 }
 
 

@@ -137,7 +137,9 @@ def test_each_broken_backend_fails_exactly_its_clauses(cls: type) -> None:
 # Bugs that only a golden vector reaches reliably. CancellingDDIM: the cancellation shows only at
 # eta = 1, abar_t = 0 and an abar_s whose rounding leaves a positive residue (s = 6 of cosine T = 10
 # with zero terminal SNR); random cases hit it in about 1 seed of 4 at 20 cases.
-GOLDEN_ONLY = {broken.CancellingDDIM}
+# StaleHistoryDPM: a random solve case reaches it only with dpmpp_2m and N >= 4 (about 1 case in 8);
+# the golden vectors and the order check of spec 17.9 catch it every time.
+GOLDEN_ONLY = {broken.CancellingDDIM, broken.StaleHistoryDPM}
 
 
 @pytest.mark.parametrize("cls", [c for c in broken.BREAKS if c not in GOLDEN_ONLY], ids=lambda c: c.__name__)

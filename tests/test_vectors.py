@@ -130,6 +130,13 @@ def _evaluate(op: str, case: dict[str, Any], arrays: dict[str, np.ndarray]) -> d
         else:
             kwargs["model"] = vdm_ref.points_ideal_model(kwargs["sched"], points, m["prediction"])
         assert kwargs["prediction"] == m["prediction"]
+    if op == "solve":  # 10.3: denoise(x, i) = m(x, alpha_i, sigma_i), m the named 14.8 x0 model
+        m = kwargs.pop("model")
+        points = kwargs.pop("points", None)
+        al, sg = kwargs["alphas"], kwargs["sigmas"]
+        x0_model = (vdm_ref.process_gaussian_ideal_model(m["mu"], m["var"], "x0") if m["kind"] == "gaussian_level"
+                    else vdm_ref.process_points_ideal_model(points, "x0"))
+        kwargs["denoise"] = lambda x, i: x0_model(x, al[i], sg[i])
     result = getattr(vdm_ref, op)(**kwargs)
     names = case["outputs"]
     return dict(zip(names, result if len(names) > 1 else (result,), strict=True))

@@ -159,6 +159,20 @@ class TorchAdapter:
         (grad,) = self._torch.autograd.grad(loss.sum(), out_t)
         return self._out(grad)
 
+    def solve(self, denoise: Callable, x: np.ndarray, alphas: Any, sigmas: Any, solver: str = "euler",
+              noise: np.ndarray | None = None, **options: Any) -> np.ndarray:
+        """Spec 17.2: ``denoise(x, i)`` is a NumPy callable; the levels are host data (float64)."""
+        torch = self._torch
+
+        def torch_denoise(x_t: Any, i: int) -> Any:
+            out = denoise(x_t.detach().cpu().double().numpy(), i)
+            return torch.as_tensor(np.asarray(out, dtype=np.float64)).to(device=self.device, dtype=self._tdtype)
+
+        with self._ops.validation(self.validation):
+            return self._out(self._ops.solve(torch_denoise, self._in(x), np.asarray(alphas, dtype=np.float64),
+                                             np.asarray(sigmas, dtype=np.float64), solver,
+                                             None if noise is None else self._in(noise), **options))
+
 
 def _torch_op(op: str) -> Callable[..., Any]:
     def method(self: TorchAdapter, *args: Any, **kwargs: Any) -> Any:

@@ -199,6 +199,94 @@ def _tables(betas: np.ndarray, zero_terminal_snr: bool, abar: np.ndarray | None 
                 "log_snr": np.log(abar) - np.log1p(-abar), "sigma": np.sqrt((1.0 - abar) / abar)}
 
 
+class _OwnSolve(NumpyAdapter):
+    """The solve loop of spec 17.2 on this adapter's own step table, so one broken step breaks it."""
+
+    def _steps(self) -> dict[str, Any]:
+        return {name: row.step for name, row in vdm_ref.SOLVERS.items()}
+
+    def _grid(self, alphas: Any, sigmas: Any) -> Any:
+        return vdm_ref.solver_grid(alphas, sigmas)
+
+    def solve(self, denoise: Any, x: Any, alphas: Any, sigmas: Any, solver: str = "euler", noise: Any = None,
+              **options: float) -> np.ndarray:
+        grid = self._grid(alphas, sigmas)
+        step, state = self._steps()[solver], vdm_ref.SolverState()
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("argument 'x' contains NaN or Inf")
+        z = vdm_ref.solvers.solver_noise(noise, grid.N, x.shape)
+        for i in range(grid.N):
+            x, state = step(denoise, grid, i, x, state, None if z is None else z[i], **options)
+        return x
+
+
+class StaleHistoryDPM(_OwnSolve):
+    """DPM-Solver++(2M) keeps the FIRST x0 prediction as its history instead of the last (spec 17.7)."""
+
+    name = "broken-stale-history-dpm"
+
+    def _steps(self) -> dict[str, Any]:
+        def step(denoise: Any, grid: Any, i: int, x: Any, state: Any, noise: Any = None) -> Any:
+            out, new = vdm_ref.solvers.dpmpp_2m_step(denoise, grid, i, x, state, noise)
+            return out, (state if state.x0 else new)  # the bug
+
+        return {**super()._steps(), "dpmpp_2m": step}
+
+
+class NoLowerOrderFinal(_OwnSolve):
+    """dpmpp_2m and unipc take their final step at second order too (spec 17.7, 17.8): NaN into a zero
+    final sigma, and unipc then shows order 3 on the Gaussian check."""
+
+    name = "broken-no-lower-order-final"
+
+    def _steps(self) -> dict[str, Any]:
+        solvers = vdm_ref.solvers
+
+        def second_order_final(base: Any) -> Any:
+            def step(*args: Any, **kwargs: Any) -> Any:
+                rule = solvers.multistep_order
+                solvers.multistep_order = lambda grid, i: 1 if i == 0 else 2  # the bug
+                try:
+                    with np.errstate(all="ignore"):
+                        return base(*args, **kwargs)
+                finally:
+                    solvers.multistep_order = rule
+
+            return step
+
+        return {**super()._steps(), "dpmpp_2m": second_order_final(solvers.dpmpp_2m_step),
+                "unipc": second_order_final(solvers.unipc_step)}
+
+
+class HeunWrongLevel(_OwnSolve):
+    """Heun's second network call is made at level i instead of i + 1 (spec 17.6)."""
+
+    name = "broken-heun-wrong-level"
+
+    def _steps(self) -> dict[str, Any]:
+        def step(denoise: Any, grid: Any, i: int, x: Any, state: Any, noise: Any = None) -> Any:
+            return vdm_ref.solvers.heun_step(lambda y, k: denoise(y, i), grid, i, x, state, noise)  # the bug
+
+        return {**super()._steps(), "heun": step}
+
+
+class RepeatedLevelAccepted(_OwnSolve):
+    """The grid check lets a repeated level through (duplicated Karras sigmas, spec 17.1): the
+    solve runs a zero-length step instead of refusing the grid."""
+
+    name = "broken-repeated-level"
+
+    def _grid(self, alphas: Any, sigmas: Any) -> Any:
+        try:
+            return vdm_ref.solver_grid(alphas, sigmas)
+        except ValueError as exc:
+            if "strictly decrease" not in str(exc):
+                raise
+        a, s = np.asarray(alphas, dtype=np.float64), np.asarray(sigmas, dtype=np.float64)
+        return vdm_ref.solvers.Grid(a, s, vdm_ref.half_log_snr(a, s))  # the bug: a repeat goes through
+
+
 # Each broken backend and the clauses (ops) it must fail; every other clause must pass.
 BREAKS: dict[type, frozenset[str]] = {
     StrideDDIM: frozenset({"sample"}),
@@ -209,6 +297,10 @@ BREAKS: dict[type, frozenset[str]] = {
     NoiseAtLastStep: frozenset({"ddpm_step", "sample"}),  # the loop runs the broken step
     SwappedGuidance: frozenset({"classifier_free_guidance"}),
     CancellingDDIM: frozenset({"ddim_step"}),
+    StaleHistoryDPM: frozenset({"solve"}),
+    NoLowerOrderFinal: frozenset({"solve"}),
+    HeunWrongLevel: frozenset({"solve"}),
+    RepeatedLevelAccepted: frozenset({"solve"}),
     SilentOnBadInput: frozenset({"q_sample"}),
     TorchNoStopGradient: frozenset({"hybrid_loss"}),  # needs torch
 }

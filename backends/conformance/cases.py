@@ -88,6 +88,11 @@ def call_args(case: Case, inputs: dict[str, np.ndarray]) -> tuple[list[Any], dic
         args.append(build_schedule(case.schedule))
     if model_spec is not None:
         kwargs.pop("points", None)  # an input of the model, not of sample()
+    if case.op == "solve":  # spec 17.2: the denoiser is built on the case's own levels
+        from .solver_checks import build_level_denoiser
+
+        kwargs["denoise"] = build_level_denoiser(case.params["model"], kwargs["alphas"], kwargs["sigmas"],
+                                                 kwargs.pop("points", None))
     return args, kwargs, model_spec
 
 
@@ -667,6 +672,12 @@ def gen_hybrid_loss(d: Draw, dtype: str) -> Case:
     return _case("hybrid_loss", s, params, inputs)
 
 
+def gen_solve(d: Draw, dtype: str) -> Case:
+    from .solver_checks import draw_solve_case  # spec 17: the solver cases live beside their checks
+
+    return draw_solve_case(d, dtype)
+
+
 GENERATORS: dict[str, Callable[[Draw, str], Case]] = {
     "make_schedule": gen_make_schedule,
     "inference_timesteps": gen_inference_timesteps,
@@ -697,6 +708,7 @@ GENERATORS: dict[str, Callable[[Draw, str], Case]] = {
     "discretized_gaussian_log_likelihood": gen_discretized_gaussian_log_likelihood,
     "vlb_term": gen_vlb_term,
     "hybrid_loss": gen_hybrid_loss,
+    "solve": gen_solve,
 }
 
 

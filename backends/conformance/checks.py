@@ -594,6 +594,12 @@ def check_op(adapter: Any, op: str, dtype: str, *, n_random: int = 20, seed: int
             for check in E2E_CHECKS:
                 if wanted(check.id):
                     tracker.add(run_e2e(adapter, check, dtype, tol, seed))
+        if op == "solve":  # spec 17.1 (with errors): a repeated level is refused; 17.9 (with e2e): the orders
+            from .solver_checks import solve_outcomes
+
+            for outcome in solve_outcomes(adapter, dtype, order=e2e, repeated_level=errors):
+                if wanted(outcome.case_id):
+                    tracker.add(outcome, outcome.case_id)
         if errors:
             for case in invalid_cases(op, seed, dtype):
                 if wanted(case.id):

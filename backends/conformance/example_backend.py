@@ -422,6 +422,14 @@ class ExampleBackend:
         simple = self.simple_loss(sched, x0, t, noise, out[:, :x0.shape[1]], prediction, min_snr_gamma)
         return simple + self._dt(lam * sched.T) * self.vlb_term(sched, x0, x_t, t, out, prediction, "learned_range")
 
+    # --- 17: solvers (example_solvers.py, written from the papers' forms) --------------------------
+
+    def solve(self, denoise: Callable, x: Any, alphas: Any, sigmas: Any, solver: str = "euler", noise: Any = None,
+              **options: float) -> np.ndarray:
+        from .example_solvers import solve
+
+        return solve(denoise, self._x(x, "x"), alphas, sigmas, solver, noise, self._dt, **options)
+
 
 # Spec 4.5 and 8.1 by prediction (they call the backend's own clause methods).
 _PREDICT: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {

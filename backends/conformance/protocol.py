@@ -28,13 +28,14 @@ OPS: tuple[str, ...] = (
     "clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample",
     "training_target", "simple_loss", "min_snr_weight", "normal_kl",
     "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
+    "solve",
 )
 REQUIRED_OPS: frozenset[str] = frozenset(OPS)
 
 # Ops without a schedule argument; every other op takes a vdm_ref.Schedule first (sample second).
 NO_SCHEDULE: frozenset[str] = frozenset({
     "make_schedule", "inference_timesteps", "clip_x0", "dynamic_threshold", "classifier_free_guidance",
-    "normal_kl", "discretized_gaussian_log_likelihood",
+    "normal_kl", "discretized_gaussian_log_likelihood", "solve",
 })
 
 # Names of the outputs of ops that return more than one array (everything else: "out").
