@@ -44,6 +44,10 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "make_schedule": TABLES,
     "q_mean_variance": ("mean", "variance"),
     "predict_x0_eps": ("x0", "eps"),
+    "to_x0_eps": ("x0", "eps"),
+    "edm_preconditioning": ("c_skip", "c_out", "c_in", "c_noise"),
+    "alpha_sigma": ("alpha", "sigma"),
+    "alpha_sigma_from_edm_sigma": ("alpha", "sigma"),
     "ddpm_step": ("result",),
     "ddim_step": ("result",),
     "vlb_term": ("result",),
@@ -440,6 +444,113 @@ def cases_hybrid_loss(o: Op) -> None:
     o.add(SCL1000, {"prediction": "eps", "t": 321}, noise=o.normal(X1), **d)
 
 
+# Spec 14 / 16 levels, one (alpha, sigma) per sample of a batch of 4: interior levels of each
+# family, and the two ends (sigma = 0, alpha = 0) where the op is defined there.
+_ZTS = vdm_ref.make_schedule("cosine", 1000, zero_terminal_snr=True)
+_S_ENDS, _S_IN = np.array([1.0, 0.75, 0.3, 0.0]), np.array([0.9, 0.5, 0.1, 0.02])
+_EDM4 = np.array([80.0, 5.0, 0.5, 0.002])
+LEVELS_IN = {
+    "flow": (1.0 - _S_IN, _S_IN),
+    "edm": (np.ones(4), _EDM4),
+    "vp": tuple(np.asarray(v) for v in vdm_ref.alpha_sigma("vp", ts(900, 600, 300, 0), sched=_ZTS)),
+}
+LEVELS_ENDS = {
+    "flow": (1.0 - _S_ENDS, _S_ENDS),  # s = 1 (alpha = 0) and s = 0 (sigma = 0)
+    "vp": tuple(np.asarray(v) for v in vdm_ref.alpha_sigma("vp", ts(999, 500, 0, -1), sched=_ZTS)),
+}
+X4 = (4, 1, 2, 3, 3)
+
+
+def _ends_defined(prediction: str) -> bool:
+    return prediction not in ("eps", "x0")  # 14.4: eps needs alpha > 0, x0 needs sigma > 0
+
+
+def cases_to_x0_eps(o: Op) -> None:
+    for prediction in vdm_ref.PREDICTION_TYPES:
+        sets = [*LEVELS_IN.values(), *(LEVELS_ENDS.values() if _ends_defined(prediction) else ())]
+        for alpha, sigma in sets:
+            o.add(None, {"prediction": prediction}, x=o.normal(X4), alpha=alpha, sigma=sigma, out=o.normal(X4))
+        o.add(None, {"prediction": prediction, "alpha": 0.6, "sigma": 0.8}, x=o.normal(X1), out=o.normal(X1))
+    alpha, sigma = LEVELS_IN["edm"]
+    o.add(None, {"prediction": "edm", "sigma_data": 1.0}, x=o.normal(X4), alpha=alpha, sigma=sigma, out=o.normal(X4))
+
+
+def cases_from_x0_eps(o: Op) -> None:
+    for prediction in vdm_ref.PREDICTION_TYPES:
+        for alpha, sigma in (*LEVELS_IN.values(), *LEVELS_ENDS.values()):
+            o.add(None, {"prediction": prediction}, x0=o.normal(X4), eps=o.normal(X4), alpha=alpha, sigma=sigma)
+        o.add(None, {"prediction": prediction, "alpha": 1.0, "sigma": 2.5}, x0=o.normal(X1), eps=o.normal(X1))
+    alpha, sigma = LEVELS_IN["vp"]
+    o.add(None, {"prediction": "edm", "sigma_data": 0.25}, x0=o.normal(X4), eps=o.normal(X4), alpha=alpha,
+          sigma=sigma)
+
+
+def cases_edm_preconditioning(o: Op) -> None:
+    for prediction in vdm_ref.PREDICTION_TYPES:
+        for sd in (0.5, 1.0):
+            o.add(None, {"prediction": prediction, "sigma_data": sd}, sigma=np.array([0.002, 0.5, 1.0, 80.0]))
+    o.add(None, {"sigma": 0.7})
+
+
+def cases_alpha_sigma(o: Op) -> None:
+    o.add(None, {"family": "flow"}, level=np.array([0.0, 0.25, 0.6, 1.0]))
+    o.add(None, {"family": "flow", "level": 0.5})
+    o.add(None, {"family": "edm"}, level=np.array([0.0, 0.002, 1.0, 80.0]))
+
+
+def cases_network_condition(o: Op) -> None:
+    o.add(None, {"family": "vp"}, level=ts(0, 5, 999))
+    o.add(None, {"family": "flow"}, level=np.array([0.0, 0.25, 0.6, 1.0]))
+    o.add(None, {"family": "edm"}, level=np.array([0.002, 0.5, 1.0, 80.0]))
+    o.add(None, {"family": "edm", "level": 3.0, "sigma_data": 1.0})
+
+
+def cases_alpha_sigma_from_edm_sigma(o: Op) -> None:
+    for family in ("vp", "flow"):
+        o.add(None, {"family": family}, sigma_edm=np.array([0.0, 0.5, 1.0, 80.0, np.inf]))
+    o.add(None, {"family": "edm"}, sigma_edm=np.array([0.0, 0.5, 80.0]))
+
+
+_U = np.array([0.0, 0.001, 0.3, 0.5, 0.9, 0.999])
+
+
+def cases_flow_level_from_uniform(o: Op) -> None:
+    o.add(None, {"density": "uniform"}, u=_U)
+    o.add(None, {"density": "uniform", "shift": 3.0}, u=_U)
+    o.add(None, {"density": "logit_normal"}, u=_U)
+    o.add(None, {"density": "logit_normal", "m": 0.5, "s": 0.6, "shift": 1.5}, u=_U)
+    o.add(None, {"density": "mode"}, u=_U)
+    o.add(None, {"density": "mode", "scale": -0.5, "shift": 0.5}, u=o.uniform((8,), 0.0, 1.0))
+
+
+def cases_edm_sigma_from_uniform(o: Op) -> None:
+    o.add(None, {}, u=np.array([1e-6, 0.1, 0.5, 0.9, 0.999999]))
+    o.add(None, {"p_mean": -0.4, "p_std": 1.0}, u=o.uniform((8,), 0.001, 0.999))
+
+
+def cases_process_simple_loss(o: Op) -> None:
+    for family, (alpha, sigma) in LEVELS_IN.items():
+        for prediction in vdm_ref.FAMILIES[family].predictions:
+            for gamma in (None, 5.0):
+                o.add(None, {"prediction": prediction, "min_snr_gamma": gamma}, x0=o.normal(X4), noise=o.normal(X4),
+                      alpha=alpha, sigma=sigma, pred=o.normal(X4))
+    alpha, sigma = LEVELS_ENDS["flow"]
+    o.add(None, {"prediction": "flow", "min_snr_gamma": 1.0}, x0=o.normal(X4), noise=o.normal(X4), alpha=alpha,
+          sigma=sigma, pred=o.normal(X4))
+
+
+def cases_edm_loss_weight(o: Op) -> None:
+    o.add(None, {}, sigma=np.array([0.002, 0.5, 1.0, 80.0]))
+    o.add(None, {"sigma_data": 1.0}, sigma=o.uniform((6,), 0.01, 10.0))
+
+
+def cases_process_min_snr_weight(o: Op) -> None:
+    for prediction in vdm_ref.PREDICTION_TYPES:
+        for alpha, sigma in (*LEVELS_IN.values(), *LEVELS_ENDS.values()):
+            o.add(None, {"prediction": prediction, "gamma": 5.0}, alpha=alpha, sigma=sigma)
+        o.add(None, {"prediction": prediction, "gamma": 1.0, "sigma_data": 1.0, "alpha": 0.8, "sigma": 0.6})
+
+
 def cases_solve(o: Op) -> None:
     """Spec 17: every solver on the levels of each family, both zero ends, a one-step solve and a
     final level above zero, with the Gaussian and the point-set x0 denoisers of 14.8."""
@@ -511,6 +622,17 @@ CASES: dict[str, Callable[[Op], None]] = {
     "discretized_gaussian_log_likelihood": cases_discretized_gaussian_log_likelihood,
     "vlb_term": cases_vlb_term,
     "hybrid_loss": cases_hybrid_loss,
+    "alpha_sigma": cases_alpha_sigma,
+    "network_condition": cases_network_condition,
+    "to_x0_eps": cases_to_x0_eps,
+    "from_x0_eps": cases_from_x0_eps,
+    "edm_preconditioning": cases_edm_preconditioning,
+    "alpha_sigma_from_edm_sigma": cases_alpha_sigma_from_edm_sigma,
+    "flow_level_from_uniform": cases_flow_level_from_uniform,
+    "edm_sigma_from_uniform": cases_edm_sigma_from_uniform,
+    "process_simple_loss": cases_process_simple_loss,
+    "edm_loss_weight": cases_edm_loss_weight,
+    "process_min_snr_weight": cases_process_min_snr_weight,
     "solve": cases_solve,
 }
 

@@ -1,4 +1,4 @@
-"""vdm_ref: the exact NumPy (float64) reference that defines every clause of spec v1.
+"""vdm_ref: the exact NumPy (float64) reference that defines every clause of the vdm spec.
 
 Importing it needs NumPy only. Each public function names its spec clause in its docstring;
 see spec/SPEC.md, section "Reference API", for the list.
@@ -113,7 +113,7 @@ from .solvers import (
 )
 from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
 
-SPEC_VERSION = "1.0.0"
+SPEC_VERSION = "2.0.0"
 # Spec majors whose checkpoints and exported models this version reads: 2.0.0 only added to 1.0.0.
 READABLE_SPEC_MAJORS = ("1", "2")
 

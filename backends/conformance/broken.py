@@ -287,6 +287,42 @@ class RepeatedLevelAccepted(_OwnSolve):
         return vdm_ref.solvers.Grid(a, s, vdm_ref.half_log_snr(a, s))  # the bug: a repeat goes through
 
 
+class FlippedFlowVelocity(NumpyAdapter):
+    """The flow velocity read as x0 - eps (data minus noise, the other codebases' sign) instead of
+    u = eps - x0 (spec 14.1, 14.3): in the conversions and so in the training target."""
+
+    name = "broken-flipped-flow-velocity"
+
+    def to_x0_eps(self, x: Any, alpha: Any, sigma: Any, out: Any, prediction: str, **kw: Any) -> Any:
+        if prediction == "flow":
+            out = -np.asarray(out, dtype=np.float64)  # the bug
+        return vdm_ref.to_x0_eps(x, alpha, sigma, out, prediction, **kw)
+
+    def from_x0_eps(self, x0: Any, eps: Any, alpha: Any, sigma: Any, prediction: str, **kw: Any) -> np.ndarray:
+        value = vdm_ref.from_x0_eps(x0, eps, alpha, sigma, prediction, **kw)
+        return -value if prediction == "flow" else value  # the bug
+
+    def process_simple_loss(self, x0: Any, noise: Any, alpha: Any, sigma: Any, pred: Any, prediction: str, *,
+                            sigma_data: float = vdm_ref.SIGMA_DATA, min_snr_gamma: float | None = None) -> np.ndarray:
+        target = self.from_x0_eps(x0, noise, alpha, sigma, prediction, sigma_data=sigma_data)
+        loss = vdm_ref.mean_flat((np.asarray(pred, dtype=np.float64) - target) ** 2)
+        if min_snr_gamma is not None:
+            loss = loss * vdm_ref.process_min_snr_weight(alpha, sigma, prediction, min_snr_gamma, sigma_data=sigma_data)
+        return loss
+
+
+class PositiveVOut(NumpyAdapter):
+    """EDM preconditioning of a v-prediction network with c_out = +sigma / sqrt(sigma^2 + 1), the
+    sign of the x0-target c_out, instead of the negative one (spec 14.5)."""
+
+    name = "broken-positive-v-c-out"
+
+    def edm_preconditioning(self, sigma: Any, sigma_data: float = vdm_ref.SIGMA_DATA, prediction: str = "edm"
+                            ) -> tuple[np.ndarray, ...]:
+        c_skip, c_out, c_in, c_noise = vdm_ref.edm_preconditioning(sigma, sigma_data, prediction)
+        return c_skip, (np.abs(c_out) if prediction == "v" else c_out), c_in, c_noise  # the bug
+
+
 # Each broken backend and the clauses (ops) it must fail; every other clause must pass.
 BREAKS: dict[type, frozenset[str]] = {
     StrideDDIM: frozenset({"sample"}),
@@ -303,4 +339,6 @@ BREAKS: dict[type, frozenset[str]] = {
     RepeatedLevelAccepted: frozenset({"solve"}),
     SilentOnBadInput: frozenset({"q_sample"}),
     TorchNoStopGradient: frozenset({"hybrid_loss"}),  # needs torch
+    FlippedFlowVelocity: frozenset({"to_x0_eps", "from_x0_eps", "process_simple_loss"}),
+    PositiveVOut: frozenset({"edm_preconditioning"}),
 }

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .example_processes import ProcessOps
+
 T_ = TypeVar("T_")
 _DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 _DEFAULTS = {
@@ -116,7 +118,7 @@ _VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 _SAMPLERS = {"ddpm": ("ddpm_step", "variance"), "ddim": ("ddim_step", "eta")}
 
 
-class ExampleBackend:
+class ExampleBackend(ProcessOps):  # spec 14 / 16 ops: example_processes.py
     """Spec v1 in NumPy at float64, float32 or float16."""
 
     name = "example-numpy"

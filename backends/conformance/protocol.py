@@ -28,6 +28,11 @@ OPS: tuple[str, ...] = (
     "clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample",
     "training_target", "simple_loss", "min_snr_weight", "normal_kl",
     "discretized_gaussian_log_likelihood", "vlb_term", "hybrid_loss",
+    # spec 2.0.0, sections 14 and 16: noise processes and their training objectives
+    "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
+    "alpha_sigma_from_edm_sigma",
+    "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss", "edm_loss_weight",
+    "process_min_snr_weight",
     "solve",
 )
 REQUIRED_OPS: frozenset[str] = frozenset(OPS)
@@ -36,6 +41,10 @@ REQUIRED_OPS: frozenset[str] = frozenset(OPS)
 NO_SCHEDULE: frozenset[str] = frozenset({
     "make_schedule", "inference_timesteps", "clip_x0", "dynamic_threshold", "classifier_free_guidance",
     "normal_kl", "discretized_gaussian_log_likelihood", "solve",
+    # sections 14 and 16 work on (alpha, sigma), with no schedule table
+    "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
+    "alpha_sigma_from_edm_sigma", "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss",
+    "edm_loss_weight", "process_min_snr_weight",
 })
 
 # Names of the outputs of ops that return more than one array (everything else: "out").
@@ -44,6 +53,10 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "make_schedule": TABLES,
     "q_mean_variance": ("mean", "variance"),
     "predict_x0_eps": ("x0", "eps"),
+    "to_x0_eps": ("x0", "eps"),
+    "edm_preconditioning": ("c_skip", "c_out", "c_in", "c_noise"),
+    "alpha_sigma": ("alpha", "sigma"),
+    "alpha_sigma_from_edm_sigma": ("alpha", "sigma"),
 }
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
