@@ -102,3 +102,15 @@ def test_bad_input_is_one_line(tmp_path: Path, args: tuple, content: str | None,
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_plot_without_pillow_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan needs NumPy only; the plot needs Pillow, which comes with the torch extra."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    code, out, _ = invoke("cosine", "--steps", "4", "--json")
+    assert code == 0 and json.loads(out)["family"] == "vp"
+    code, _, err = invoke("cosine", "--plot", str(tmp_path / "x.png"))
+    assert code == 2 and err.strip() == "error: vdm schedule --plot needs Pillow: pip install 'vdm[torch]'"
+    assert not (tmp_path / "x.png").exists()
