@@ -165,3 +165,13 @@ def test_torch_mirror_equals_reference_for_every_n() -> None:
         for N in range(1, 1001):
             want = inference_timesteps(1000, N, spacing)
             assert torch_timesteps.inference_timesteps(1000, N, spacing).tolist() == want.tolist(), (spacing, N)
+
+
+def test_every_t_and_n_up_to_64_against_fractions() -> None:
+    """Spec 6.2 / 6.3 for every T <= 64 and every N <= T, from exact rationals."""
+    for T in range(1, 65):
+        for N in range(1, T + 1):
+            trail = [_round_half_even(Fraction((N - i) * T, N)) - 1 for i in range(N)]
+            assert inference_timesteps(T, N, "trailing").tolist() == trail, (T, N)
+            lin = [T - 1] if N == 1 else [_round_half_even(Fraction((T - 1) * (N - 1 - i), N - 1)) for i in range(N)]
+            assert inference_timesteps(T, N, "linspace").tolist() == lin, (T, N)
