@@ -158,10 +158,11 @@ def test_bad_arguments(args: tuple, exc: type[Exception], match: str) -> None:
 
 
 def test_torch_mirror_equals_reference_for_every_n() -> None:
-    """backends/torch/timesteps.py gives the same integers for every N <= T = 1000 and every spacing."""
+    """backends/torch/timesteps.py gives the same integers for every N <= T = 1000 (the two rounded spacings;
+    leading is covered by tests/test_torch_backend.py)."""
     from vdm.backends.torch import timesteps as torch_timesteps
 
-    for spacing in vdm_ref.SPACINGS:
+    for spacing in ("trailing", "linspace"):
         for N in range(1, 1001):
             want = inference_timesteps(1000, N, spacing)
             assert torch_timesteps.inference_timesteps(1000, N, spacing).tolist() == want.tolist(), (spacing, N)
