@@ -85,11 +85,37 @@ def _finite_callback(previous: Callable[..., Any] | None) -> Callable[..., Any]:
     return check
 
 
+def _non_finite_text(value: Any) -> str | None:
+    """The first command-line word of ``value`` that reads as NaN or infinity ("nan", "-inf", ...)."""
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        try:
+            if isinstance(v, str) and not math.isfinite(float(v)):
+                return v
+        except ValueError:
+            continue
+    return None
+
+
+def _finite_process_value(previous: Callable[..., Any]) -> Callable[..., Any]:
+    def process_value(ctx: Any, value: Any) -> Any:
+        try:
+            return previous(ctx, value)
+        except typer.BadParameter:
+            # A range check saw NaN first ("should be <= 1"); name the real problem instead.
+            bad = _non_finite_text(value)
+            if bad is None:
+                raise
+            raise typer.BadParameter(f"{bad} is not a finite number") from None
+
+    return process_value
+
+
 def require_finite(command: Any) -> Any:
     """Make every option of ``command`` reject NaN and infinity (idempotent)."""
     if not getattr(command, "_vdm_finite", False):
         for param in command.params:
             param.callback = _finite_callback(param.callback)
+            param.process_value = _finite_process_value(param.process_value)
         command._vdm_finite = True
     return command
 
