@@ -22,6 +22,7 @@ def test_shipped_backends_pass_the_solver_clause(make, dtype) -> None:
     assert result.status == "pass", result.first_failure
     assert result.sources.get("golden", 0) >= 20 and result.sources.get("errors", 0) >= 1
     assert result.sources.get("order", 0) == (4 if dtype == "float64" else 0)
+    assert result.sources.get("calls", 0) == len(vdm_ref.SOLVERS)
 
 
 def test_reference_orders_are_inside_the_band_with_room() -> None:
@@ -43,8 +44,22 @@ def test_the_order_check_catches_each_broken_solver(cls, solver) -> None:
     outcomes = _order_outcomes(cls())
     assert outcomes[f"order/{solver}"].failed
     assert "measured order" in outcomes[f"order/{solver}"].message
-    others = [k for k, o in outcomes.items() if o.failed and k != f"order/{solver}"]
+    others = [k for k, o in outcomes.items() if o.failed and k not in (f"order/{solver}", f"calls/{solver}")]
     assert not others, others
+
+
+def test_the_call_pattern_check_catches_a_wasted_or_misplaced_call() -> None:
+    class ExtraFinalCall(NumpyAdapter):  # evaluates the network once more, at the final level
+        def solve(self, denoise, x, alphas, sigmas, solver="euler", noise=None, **options):  # type: ignore[no-untyped-def]
+            out = super().solve(denoise, x, alphas, sigmas, solver, noise, **options)
+            denoise(out, len(alphas) - 2)
+            return out
+
+    outcomes = {o.case_id: o for o in solver_checks.call_pattern_outcomes(ExtraFinalCall())}
+    assert all(o.failed for o in outcomes.values()) and len(outcomes) == len(vdm_ref.SOLVERS)
+    heun = {o.case_id: o for o in solver_checks.call_pattern_outcomes(broken.HeunWrongLevel())}
+    assert heun["calls/heun"].failed and not heun["calls/euler"].failed
+    assert not any(o.failed for o in solver_checks.call_pattern_outcomes(TorchAdapter()))
 
 
 def test_the_repeated_level_check_catches_a_grid_without_it() -> None:

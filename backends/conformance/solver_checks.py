@@ -137,14 +137,49 @@ def repeated_level_outcome(adapter: Any) -> Any:
                    "solved a grid whose levels 2 and 3 are equal instead of refusing it (spec 17.1)")
 
 
+def call_pattern_outcomes(adapter: Any) -> list[Any]:
+    """Spec 17.2 / 17.6: each solver calls the denoiser at the levels its clause names, in order, and no
+    more often (heun: twice per step, once out of alpha = 0 and once into sigma = 0; never at the
+    final level). Checked on a flow grid with both zero ends; vdm_ref's own calls are the expectation."""
+    from .checks import NotImplementedOp, Outcome
+
+    s = np.array([1.0, 0.8, 0.55, 0.3, 0.1, 0.0])
+    a = 1.0 - s
+    model = vdm_ref.process_gaussian_ideal_model(0.3, 0.25, "x0")
+    x = np.full((1, 1, 1, 2, 2), 0.7)
+    z = np.zeros((5, *x.shape))
+    outcomes = []
+    for solver in vdm_ref.SOLVERS:
+        want, got = LevelDenoiser(model, a, s), LevelDenoiser(model, a, s)
+        vdm_ref.solve(want, x.copy(), a, s, solver, z)
+        case_id = f"calls/{solver}"
+        try:
+            adapter.solve(got, x.copy(), a.copy(), s.copy(), solver, z.copy())
+        except NotImplementedError as exc:
+            raise NotImplementedOp(f"solve raised NotImplementedError: {exc}") from None
+        except Exception as exc:
+            outcomes.append(Outcome(case_id, "calls", math.inf, f"raised {type(exc).__name__}: {exc}"))
+            continue
+        if got.calls != want.calls:
+            outcomes.append(Outcome(case_id, "calls", math.inf,
+                                    f"{solver} called the denoiser at levels {got.calls}, the spec at {want.calls}"))
+        else:
+            outcomes.append(Outcome(case_id, "calls", 0.0))
+    return outcomes
+
+
 def solve_outcomes(adapter: Any, dtype: str, *, order: bool = True, repeated_level: bool = True) -> list[Any]:
-    """The checks of the solver clause beyond its cases: the repeated-level refusal (17.1) and one
-    outcome per deterministic solver, its measured order against the table of 17.2 (17.9). The
-    order is measured in float64 only: below it, rounding sets a floor under the error before N = 128."""
+    """The checks of the solver clause beyond its cases: the repeated-level refusal (17.1); with
+    ``order``, the levels each solver calls the denoiser at (17.2) and, per deterministic solver, its
+    measured order against the table of 17.2 (17.9). The order is measured in float64 only: below
+    it, rounding sets a floor under the error before N = 128."""
     from .checks import NotImplementedOp, Outcome
 
     outcomes = [repeated_level_outcome(adapter)] if repeated_level else []
-    if not order or dtype != "float64":
+    if not order:
+        return outcomes
+    outcomes += call_pattern_outcomes(adapter)
+    if dtype != "float64":
         return outcomes
     fn = adapter.solve
     for solver, row in vdm_ref.SOLVERS.items():
