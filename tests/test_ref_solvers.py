@@ -505,3 +505,16 @@ def test_x0_denoiser_converts_other_predictions(prediction) -> None:
     want = S.solve(by_index(model_x0), z[0], a, s, "dpmpp_2m")
     got = S.solve(S.x0_denoiser(by_index(other), grid, prediction), z[0], a, s, "dpmpp_2m")
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("process", "prediction"), [("flow", "flow"), ("flow", "v"), ("edm", "edm"), ("edm", "eps")])
+def test_x0_denoiser_on_flow_and_edm_predictions(process, prediction) -> None:
+    """A 14.8 model predicting the flow velocity, v, EDM's F or eps becomes the same x0 denoiser."""
+    a, s = lambda_grid(process, np.linspace(-2.0, 2.5, 6))
+    grid = S.solver_grid(a, s)
+    model = vdm_ref.process_gaussian_ideal_model(MU, VAR, prediction)
+    denoise = S.x0_denoiser(lambda x, i: model(x, a[i], s[i]), grid, prediction)
+    x = np.random.default_rng(9).standard_normal((2, 3))
+    want = S.gaussian_level_denoiser(MU, VAR, grid)
+    for i in range(grid.N):
+        np.testing.assert_allclose(denoise(x, i), want(x, i), rtol=1e-12, atol=1e-12)
