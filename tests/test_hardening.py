@@ -354,7 +354,11 @@ def test_checkpoint_with_nan_weights_is_refused(kind, nan_ckpt, tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_weights_that_turn_non_finite_stop_training_before_a_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("checkpoint_every,message", [
+    (1, "the weights are not finite after the update of step 3"),  # caught before step 3's checkpoint
+    (2, "is (nan|inf) at step 4"),  # no write at step 3; step 4's loss sees the weights
+])
+def test_weights_that_turn_non_finite_are_never_checkpointed(checkpoint_every, message, tmp_path, monkeypatch):
     """A finite loss and gradient with an update that overflows the weights (simulated: the optimizer
     step of step 3 writes an infinity): training stops, and the checkpoint of step 2 is the last."""
     real_step = torch.optim.AdamW.step
@@ -369,11 +373,10 @@ def test_weights_that_turn_non_finite_stop_training_before_a_checkpoint(tmp_path
 
     monkeypatch.setattr(torch.optim.AdamW, "step", overflowing_step)
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match="weights are not finite after the update of step 3.*step 2"):
-        train(micro_cfg(out, steps=5))
+    with pytest.raises(TrainingDiverged, match=f"{message}.*Last good checkpoint: .*step_0000002.safetensors"):
+        train(micro_cfg(out, steps=6, checkpoint_every=checkpoint_every))
     assert load_checkpoint(out / "last.safetensors").step == 2  # loads: its weights are finite
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "step_0000001.safetensors", "step_0000002.safetensors"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_0000002.safetensors"
 
 
 def test_samples_that_overflow_are_refused(ckpt, tmp_path, monkeypatch):

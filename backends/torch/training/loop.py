@@ -152,6 +152,13 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
+def _writes_at(cfg: TrainConfig, step: int) -> bool:
+    """Whether step ``step`` (counted from 1) ends with a checkpoint or a preview."""
+    final = step == cfg.steps
+    return bool((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or final
+                or (cfg.preview_every and step % cfg.preview_every == 0))
+
+
 @torch.no_grad()
 def _non_finite_weights(*modules: nn.Module) -> Tensor:
     """1 (int32, on the weights' device) if any parameter of ``modules`` holds a NaN or infinity, else 0:
@@ -358,15 +365,20 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
             optimizer.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
             _ema_update(ema, model, decay)
-            # A finite loss and gradient can still give non-finite weights (an overflowing update);
-            # such weights are never checkpointed, so the last checkpoint stays the last good one.
-            bad_weights = _non_finite_weights(model, ema)
-            if dd.enabled:
-                dist.all_reduce(bad_weights, op=dist.ReduceOp.MAX)
-            if bad_weights.item():
-                where = f"{last_ckpt} (step {last_ckpt_step})" if last_ckpt else "none written yet"
-                raise TrainingDiverged(f"the weights are not finite after the update of step {step + 1}; training "
-                                       f"stopped. Last good checkpoint: {where}. Try a lower --lr or --weight-decay.")
+            # A finite loss and gradient can still give non-finite weights (an overflowing update).
+            # Such weights are never checkpointed or previewed, so the last checkpoint is the last good
+            # one. Checked where they would be written: between writes, non-finite weights make the
+            # next step's loss non-finite, which the check above catches (a check every step would
+            # cost about an optimizer step).
+            if _writes_at(cfg, step + 1):
+                bad_weights = _non_finite_weights(model, ema)
+                if dd.enabled:
+                    dist.all_reduce(bad_weights, op=dist.ReduceOp.MAX)
+                if bad_weights.item():
+                    where = f"{last_ckpt} (step {last_ckpt_step})" if last_ckpt else "none written yet"
+                    raise TrainingDiverged(f"the weights are not finite after the update of step {step + 1}; "
+                                           f"training stopped. Last good checkpoint: {where}. Try a lower --lr or "
+                                           "--weight-decay.")
             step += 1
             losses.append(loss_v)
             window.append((loss_v, gn_v))
