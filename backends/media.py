@@ -82,6 +82,9 @@ def save_gif(
     return Path(path)
 
 
+MARK_RGB = (220, 40, 40)  # the border of a given (observed) frame on a contact sheet
+
+
 def save_contact_sheet(
     path: str | os.PathLike[str],
     videos: Any,
@@ -89,15 +92,28 @@ def save_contact_sheet(
     scale: int | None = None,
     pad: int = 2,
     max_videos: int | None = None,
+    marked: Sequence[int] = (),
 ) -> Path:
-    """PNG contact sheet: one row per clip, one column per frame (format from the suffix)."""
+    """PNG contact sheet: one row per clip, one column per frame (format from the suffix). The frames
+    at the indices ``marked`` (the given frames of a conditional sample) get a red border."""
     u8 = to_uint8(videos)
     if max_videos is not None:
         u8 = u8[:max_videos]
     n, t = u8.shape[:2]
+    scale = scale or auto_scale(u8.shape[2])
+    if marked and u8.shape[-1] == 1:
+        u8 = np.repeat(u8, 3, axis=-1)  # a coloured mark needs an RGB sheet
     # Rows are clips and columns are frames: the grid of (N*T) single frames with T columns.
     frames = u8.reshape(n * t, 1, *u8.shape[2:])
-    sheet = grid_frames(frames, t, scale or auto_scale(u8.shape[2]), pad)[0]
+    sheet = grid_frames(frames, t, scale, pad)[0]
+    h, w = u8.shape[2] * scale, u8.shape[3] * scale
+    for row in range(n):
+        for col in marked:  # the pad-wide border around each marked frame, inside the gaps
+            y, x = pad + row * (h + pad), pad + int(col) * (w + pad)
+            sheet[y - pad:y + h + pad, x - pad:x, :] = MARK_RGB
+            sheet[y - pad:y + h + pad, x + w:x + w + pad, :] = MARK_RGB
+            sheet[y - pad:y, x - pad:x + w + pad, :] = MARK_RGB
+            sheet[y + h:y + h + pad, x - pad:x + w + pad, :] = MARK_RGB
     buf = io.BytesIO()
     fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
     _image(sheet).save(buf, format=fmt)
@@ -376,6 +392,14 @@ def decode_video(path: Path, size: int | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+def rgb_to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """(..., 3) RGB uint8 as ``channels`` = 3 (unchanged) or 1 (BT.601 luma, rounded), as training decodes."""
+    if channels == 3:
+        return rgb
+    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+
+
 def read_video(path: str | os.PathLike[str]) -> np.ndarray:
     """All frames of a video file as uint8 (T, H, W, 3) RGB."""
     return decode_video(Path(path))
@@ -420,18 +444,23 @@ _VIDEO_WRITERS = {
 }
 
 
-def write_videos(videos: Any, out: Path, *, fps: float = 8.0, also: Sequence[str] = ()) -> list[Path]:
+def write_videos(videos: Any, out: Path, *, fps: float = 8.0, also: Sequence[str] = (),
+                 marked: Sequence[int] = ()) -> list[Path]:
     """Write ``videos`` (N, C, T, H, W) in [-1, 1] to ``out`` (a suffix of :data:`VIDEO_OUTPUTS`),
-    to ``out`` with each suffix of ``also``, and the contact sheet beside ``out``. Returns the paths."""
+    to ``out`` with each suffix of ``also``, and the contact sheet beside ``out`` (the frames
+    ``marked`` outlined: the given frames of a conditional sample). Returns the paths."""
     written = []
     for path in dict.fromkeys([out, *(out.with_suffix(s) for s in also)]):
         suffix = path.suffix.lower()
         if suffix not in _VIDEO_WRITERS:
             raise ValueError(f"unsupported output {path.name}; use one of {', '.join(VIDEO_OUTPUTS)}")
-        _VIDEO_WRITERS[suffix](path, videos, fps)
+        if suffix == ".png":
+            save_contact_sheet(path, videos, marked=marked)
+        else:
+            _VIDEO_WRITERS[suffix](path, videos, fps)
         written.append(path)
     sheet = sheet_path(out)
     if sheet not in written:
-        save_contact_sheet(sheet, videos)
+        save_contact_sheet(sheet, videos, marked=marked)
         written.append(sheet)
     return written

@@ -188,7 +188,40 @@ def solver_levels(model: LoadedModel, options: SamplingOptions) -> Levels:
     return out
 
 
-BatchFn = Callable[[Plan, np.ndarray, "np.ndarray | None", SamplingOptions, "Progress | None"], np.ndarray]
+CONDITION_METHODS = ("replacement", "reconstruction")  # spec 18.2, 18.3
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Given frames for conditional sampling (spec 18): ``observed`` (num, C, F, H, W) in [-1, 1]
+    holds them at the frames where ``mask`` (num, F) is 1 (other entries are ignored); ``method``
+    replacement (18.2; its noise is each sample's initial noise, one forward path) or reconstruction
+    guidance (18.3) with weight ``weight``. The result keeps the given frames (18.6)."""
+
+    observed: np.ndarray
+    mask: np.ndarray
+    method: str = "reconstruction"
+    weight: float = 5.0
+
+    def check(self, plan: Plan) -> None:
+        if self.method not in CONDITION_METHODS:
+            raise SamplingError(f"unknown conditioning {self.method!r}; choose one of {', '.join(CONDITION_METHODS)}")
+        if not (np.isfinite(self.weight) and self.weight >= 0):
+            raise SamplingError(f"the guidance weight must be a finite number >= 0, got {self.weight}")
+        want = (plan.num, *plan.shape)
+        if self.observed.shape != want:
+            raise SamplingError(f"the given frames have shape {self.observed.shape}, the samples {want}")
+        if self.mask.shape != (plan.num, plan.shape[1]) or not np.isin(self.mask, (0, 1)).all():
+            raise SamplingError(f"the frame mask must be 0/1 of shape {(plan.num, plan.shape[1])}")
+        if not np.isfinite(self.observed).all():
+            raise SamplingError("the given frames contain NaN or infinite values")
+
+    def batch(self, start: int, stop: int) -> Conditioning:
+        return Conditioning(self.observed[start:stop], self.mask[start:stop], self.method, self.weight)
+
+
+BatchFn = Callable[[Plan, np.ndarray, "np.ndarray | None", SamplingOptions, "Progress | None",
+                    "Conditioning | None"], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -203,7 +236,8 @@ class LoadedModel:
     num_classes: int  # 0 = unconditional
     T: int  # schedule length
     check_shape: Callable[[int, int, int], None]  # (batch, frames, size) -> raises ValueError
-    run_batch: BatchFn  # (plan, noise (N + 1, b, C, T, H, W) float32, labels, options, progress) -> (b, C, T, H, W)
+    run_batch: BatchFn  # (plan, noise (N + 1, b, C, T, H, W) float32, labels, options, progress, conditioning)
+    #                      -> (b, C, T, H, W)
     process: vdm_ref.Process = vdm_ref.Process()  # the noise process it was trained on (spec 14.7)
     schedule: vdm_ref.Schedule | None = None  # vp: the abar table (spec 2)
 
@@ -258,10 +292,16 @@ def batch_noise(seed: int, plan: Plan, start: int, stop: int) -> np.ndarray:
 
 
 def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: SamplingOptions | None = None, *,
-                  progress: Progress | None = None) -> np.ndarray:
-    """``num`` clips (num, C, T, H, W) float32 in [-1, 1] from ``model`` (see the module docstring)."""
+                  progress: Progress | None = None, condition: Conditioning | None = None) -> np.ndarray:
+    """``num`` clips (num, C, T, H, W) float32 in [-1, 1] from ``model`` (see the module docstring);
+    with ``condition``, clips that keep its given frames (spec 18, solvers of spec 17 only)."""
     options = options or SamplingOptions()
     plan = plan_sampling(model, num, options)
+    if condition is not None:
+        if plan.levels is None:
+            raise SamplingError(f"conditional sampling runs on the solvers ({', '.join(vdm_ref.SOLVERS)}), not "
+                                f"{options.sampler}; euler is DDIM with eta 0 (spec 17.3)")
+        condition.check(plan)
     n, b = plan.n_steps, options.batch_size
     total = n * num
     out = []
@@ -274,7 +314,8 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
                 progress(before + i * width, total)
 
         try:
-            x = model.run_batch(plan, batch_noise(seed, plan, start, stop), labels, options, step_done)
+            x = model.run_batch(plan, batch_noise(seed, plan, start, stop), labels, options, step_done,
+                                None if condition is None else condition.batch(start, stop))
         except ValueError as exc:
             raise SamplingError(" ".join(str(exc).split())) from None
         x = np.asarray(x, np.float32)
@@ -346,7 +387,7 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
             raise ValueError(f"this model takes sizes that are multiples of {cfg.size_divisor}, got {size}")
 
     def run_batch(plan: Plan, noise: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
-                  progress: Progress | None) -> np.ndarray:
+                  progress: Progress | None, cond: Conditioning | None = None) -> np.ndarray:
         y = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=dev)
         guided = y is not None and o.guidance is not None and o.guidance != 1.0
 
@@ -365,7 +406,7 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
         try:
             with torch.no_grad():
                 if plan.levels is not None:
-                    x = _torch_solve(fn, plan.levels, z, o, cfg.in_channels, progress)
+                    x = _torch_solve(fn, plan.levels, z, o, cfg.in_channels, progress, cond)
                 else:
                     x = ops.sample(fn, sched, [int(v) for v in plan.timesteps], noise.shape[1:], z,
                                    sampler=o.sampler, prediction=prediction, variance=variance, eta=o.eta_value,
@@ -390,37 +431,64 @@ def process_from_meta(meta: dict[str, Any]) -> vdm_ref.Process:
         raise SamplingError(f"the model's recorded noise process is invalid: {' '.join(str(exc).split())}") from None
 
 
+def _level_index(lv: Levels) -> dict[tuple[float, float], int]:
+    """The called levels by their (alpha, sigma): a spec-18 wrapper hands the level back as that pair."""
+    return {(float(lv.alphas[i]), float(lv.sigmas[i])): i for i in range(len(lv.conditions))}
+
+
 def _torch_solve(fn: Callable[[Any, Any], Any], lv: Levels, z: Any, o: SamplingOptions, channels: int,
-                 progress: Progress | None) -> Any:
-    """A solver of spec 17 (torch, float64 update) driven by the network ``fn(x_in, condition) -> out``."""
+                 progress: Progress | None, cond: Conditioning | None = None) -> Any:
+    """A solver of spec 17 (torch, float64 update) driven by the network ``fn(x_in, condition) -> out``;
+    with ``cond``, its denoiser wrapped by spec 18 (reconstruction guidance differentiates through it)."""
     import torch
+    from vdm.backends.torch import conditioning as tc
     from vdm.backends.torch import ops
 
     a, b = lv.x0_coefficients()
     n = lv.n_steps
+    index = _level_index(lv)
 
-    def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+    def denoise(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+        i = index[(float(alpha), float(sigma))]
         if progress is not None:
             progress(min(i, n), n)
-        cond = torch.full((x.shape[0],), float(lv.conditions[i]), dtype=torch.float64, device=x.device)
-        out = fn(x * float(lv.input_scales[i]), cond)[:, :channels]  # a learned variance is not used here
+        c = torch.full((x.shape[0],), float(lv.conditions[i]), dtype=torch.float64, device=x.device)
+        out = fn(x * float(lv.input_scales[i]), c)[:, :channels]  # a learned variance is not used here
         return ops.process_x0(float(a[i]) * x + float(b[i]) * out, o.clip, o.threshold)
 
+    x_start = z[0] * lv.initial_scale()
+    wrapped, x_obs, mask = denoise, None, None
+    if cond is not None:
+        x_obs = torch.as_tensor(cond.observed, dtype=z.dtype, device=z.device)
+        mask = torch.as_tensor(cond.mask, dtype=z.dtype, device=z.device)[:, None, :, None, None]
+        wrapped = (tc.with_replacement(denoise, x_obs, mask, z[0][None]) if cond.method == "replacement"
+                   else tc.with_reconstruction_guidance(denoise, x_obs, mask, float(cond.weight)))
     opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
-    x = ops.solve(denoise, z[0] * lv.initial_scale(), lv.alphas, lv.sigmas, o.sampler, z[1:], **opts)
+    x = ops.solve(tc.denoiser_on_grid(wrapped, lv.alphas, lv.sigmas), x_start, lv.alphas, lv.sigmas, o.sampler,
+                  z[1:], **opts)
     if progress is not None:
         progress(n, n)
-    return x
+    return x if cond is None else tc.keep_observed(x, x_obs, mask)
 
 
 def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
-               channels: int, null_class: int | None, progress: Progress | None) -> np.ndarray:
-    """A solver of spec 17 on the host in float64 (the reference loop), the network in ONNX Runtime."""
+               channels: int, null_class: int | None, progress: Progress | None,
+               cond: Conditioning | None = None) -> np.ndarray:
+    """A solver of spec 17 on the host in float64 (the reference loop), the network in ONNX Runtime;
+    with ``cond``, replacement (18.2) on the host. Reconstruction guidance needs the network's
+    gradient, which an ONNX model does not give: refused in one line."""
+    from vdm_ref import conditioning as rc
+
+    if cond is not None and cond.method != "replacement":
+        raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
+                            "does not provide: use --condition replacement, or --backend torch with the checkpoint")
     a, b = lv.x0_coefficients()
     n = lv.n_steps
     guided = labels is not None and o.guidance is not None and o.guidance != 1.0
+    index = _level_index(lv)
 
-    def denoise(x: np.ndarray, i: int) -> np.ndarray:
+    def denoise(x: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
+        i = index[(float(alpha), float(sigma))]
         if progress is not None:
             progress(min(i, n), n)
         xin = (x * lv.input_scales[i]).astype(np.float32)
@@ -436,9 +504,17 @@ def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o
 
     opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
     zz = z.astype(np.float64)
-    x = vdm_ref.solve(denoise, zz[0] * lv.initial_scale(), lv.alphas, lv.sigmas, o.sampler, zz[1:], **opts)
+    wrapped = denoise
+    if cond is not None:
+        x_obs = cond.observed.astype(np.float64)
+        mask = cond.mask.astype(np.float64)[:, None, :, None, None]
+        wrapped = rc.with_replacement(denoise, x_obs, mask, zz[0][None])
+    x = vdm_ref.solve(rc.denoiser_on_grid(wrapped, lv.alphas, lv.sigmas), zz[0] * lv.initial_scale(), lv.alphas,
+                      lv.sigmas, o.sampler, zz[1:], **opts)
     if progress is not None:
         progress(n, n)
+    if cond is not None:
+        x = rc.keep_observed(x, x_obs, mask)
     return x.astype(np.float32)
 
 
@@ -459,9 +535,9 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
     info = den.info
 
     def run_batch(plan: Plan, noise: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
-                  progress: Progress | None) -> np.ndarray:
+                  progress: Progress | None, cond: Conditioning | None = None) -> np.ndarray:
         if plan.levels is not None:
-            return _ort_solve(den, plan.levels, noise, labels, o, info.in_channels, info.null_class, progress)
+            return _ort_solve(den, plan.levels, noise, labels, o, info.in_channels, info.null_class, progress, cond)
         return smp.sample(plan.timesteps, noise.shape[1:], noise, labels=labels, guidance=o.guidance,
                           sampler=o.sampler, eta=o.eta_value, clip=o.clip, threshold=o.threshold, progress=progress)
 
@@ -473,6 +549,6 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
 
 _LOADERS = {"torch": _load_torch, "ort": _load_ort}
 
-__all__ = ["BACKENDS", "DEFAULT_ETA", "DEVICES", "LEVELS", "Levels", "LoadedModel", "Plan", "SAMPLER_NAMES",
-           "SamplingError", "SamplingOptions", "batch_noise", "load_model", "plan_sampling", "process_from_meta",
-           "sample_noise", "sample_videos", "solver_levels", "torch_model"]
+__all__ = ["BACKENDS", "CONDITION_METHODS", "Conditioning", "DEFAULT_ETA", "DEVICES", "LEVELS", "Levels",
+           "LoadedModel", "Plan", "SAMPLER_NAMES", "SamplingError", "SamplingOptions", "batch_noise", "load_model",
+           "plan_sampling", "process_from_meta", "sample_noise", "sample_videos", "solver_levels", "torch_model"]

@@ -31,7 +31,7 @@ import av
 import numpy as np
 
 from ...files import atomic_path, atomic_write_bytes, one_line
-from ...media import frame_to_rgb
+from ...media import frame_to_rgb, rgb_to_channels
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".gif", ".mkv", ".mov", ".m4v")
 # Bump when the decoded content for the same key changes (resize filter, colour conversion...).
@@ -96,13 +96,6 @@ class ClipSpec:
     def span(self) -> int:
         """Number of consecutive decoded frames one clip covers."""
         return (self.frames - 1) * self.frame_stride + 1
-
-
-def _to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
-    if channels == 3:
-        return rgb
-    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
 
 
 # --------------------------------------------------------------------------- decoding
@@ -185,7 +178,7 @@ def decode_file(path: Path, size: int, channels: int = 3, fps: float | None = No
         if any(t is None for t in times):
             raise ValueError("frames without timestamps and no frame rate: cannot resample to fps")
         rgb = rgb[resample_indices(times, _fraction_fps(fps))]  # type: ignore[arg-type]
-    return Decoded(_to_channels(rgb, channels), note)
+    return Decoded(rgb_to_channels(rgb, channels), note)
 
 
 # --------------------------------------------------------------------------- held-out split
