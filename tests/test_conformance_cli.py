@@ -91,7 +91,9 @@ def test_allow_missing_reports_skips(tmp_path: Path) -> None:
     mod = tmp_path / "partial_backend.py"
     mod.write_text("import numpy as np\n\nclass Partial:\n    name, version, device, dtype = 'p', '0', 'cpu', "
                    "'float64'\n\n    def __init__(self, device='cpu', dtype='float64'):\n        pass\n\n"
-                   "    def clip_x0(self, x0, limit=1.0):\n        return np.clip(x0, -limit, limit)\n")
+                   "    def clip_x0(self, x0, limit=1.0):\n        if not np.all(np.isfinite(x0)):\n"
+                   "            raise ValueError(\"argument 'x0' contains NaN or Inf\")\n"
+                   "        return np.clip(x0, -limit, limit)\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     base = [*VDM, "conformance", "partial_backend:Partial", "--only", "7.1,3.2", "--cases", "2"]
     proc = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)

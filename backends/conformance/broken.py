@@ -26,8 +26,12 @@ class _OwnLoop(NumpyAdapter):
     def sample(self, model: Any, sched: vdm_ref.Schedule, timesteps: Any, shape: tuple[int, ...], noise: Any, *,
                sampler: str = "ddim", prediction: str = "eps", variance: str = "fixed_small", eta: float = 0.0,
                clip: float | None = None, threshold: float | None = None) -> np.ndarray:
+        if sampler not in vdm_ref.SAMPLERS:  # spec 1.7, as every correct loop checks
+            raise ValueError(f"argument 'sampler': unknown sampler {sampler!r}")
         steps = [int(t) for t in np.asarray(timesteps).tolist()]
-        z = np.asarray(noise, dtype=np.float64)
+        if not all(0 <= t < sched.T for t in steps):
+            raise ValueError(f"argument 'timesteps' must lie in [0, {sched.T - 1}], got {steps}")
+        z = vdm_ref.sampling_noise(noise, len(steps), tuple(shape))  # its shape and finite values (7.6, 1.7)
         x = z[0]
         for i, t in enumerate(steps):
             s = self._previous(steps, i, sched.T)
@@ -66,6 +70,7 @@ class PerFrameThreshold(NumpyAdapter):
     name = "broken-per-frame-threshold"
 
     def dynamic_threshold(self, x0: Any, quantile: float = 0.995, floor: float = 1.0) -> np.ndarray:
+        vdm_ref.dynamic_threshold(x0, quantile, floor)  # only for its argument checks (spec 1.7)
         x0 = np.asarray(x0, dtype=np.float64)
         b, c, f = x0.shape[:3]
         frames = np.moveaxis(np.abs(x0), 2, 1).reshape(b, f, -1)  # (B, F, C*H*W)
@@ -109,6 +114,8 @@ class NoiseAtLastStep(_OwnLoop):
     def ddpm_step(self, sched: vdm_ref.Schedule, x_t: Any, t: Any, s: Any, out: Any, noise: Any, *,
                   prediction: str = "eps", variance: str = "fixed_small", clip: float | None = None,
                   threshold: float | None = None) -> np.ndarray:
+        vdm_ref.ddpm_step(sched, x_t, t, s, out, noise, prediction=prediction, variance=variance, clip=clip,
+                          threshold=threshold)  # only for its argument checks (spec 1.7)
         x_t = np.asarray(x_t, dtype=np.float64)
         b = x_t.shape[0]
         ss = np.broadcast_to(np.asarray(s, dtype=np.int64), (b,))
@@ -141,6 +148,8 @@ class CancellingDDIM(NumpyAdapter):
     def ddim_step(self, sched: vdm_ref.Schedule, x_t: Any, t: Any, s: Any, out: Any, noise: Any = None, *,
                   prediction: str = "eps", eta: float = 0.0, clip: float | None = None,
                   threshold: float | None = None) -> np.ndarray:
+        vdm_ref.ddim_step(sched, x_t, t, s, out, noise, prediction=prediction, eta=eta, clip=clip,
+                          threshold=threshold)  # only for its argument checks (spec 1.7)
         x_t = np.asarray(x_t, dtype=np.float64)
         b = x_t.shape[0]
         ss = np.broadcast_to(np.asarray(s, dtype=np.int64), (b,))
