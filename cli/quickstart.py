@@ -28,13 +28,15 @@ def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, 
                    seed: int = 0, device: str = "cpu", say: Any = print) -> dict[str, Path]:
     """The whole path; returns the files written, by name."""
     from vdm.backends import media, sampling
+    from vdm.backends.files import writing
     from vdm.backends.torch.evaluation import evaluate, write_report
     from vdm.backends.torch.training import QUICKSTART_TRAIN, train
     from vdm.export.onnx_export import export_checkpoint
 
 
     files: dict[str, Path] = {}
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     cfg = QUICKSTART_TRAIN.replace(out_dir=str(out / "train"), overwrite=True)
     if train_steps is not None:  # testing only: a drastically shortened run
         cfg = cfg.replace(steps=train_steps, warmup_steps=min(cfg.warmup_steps, train_steps),
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
         require_extras("vdm quickstart", "torch", "ort")
         from rich.console import Console
         from rich.table import Table
-        from vdm.backends.files import WriteError
+        from vdm.backends.files import WriteError, check_writable
 
         if device not in ("cpu", "cuda", "tensorrt"):
             fail(f"--device must be cpu, cuda or tensorrt, got {device!r}")
@@ -118,6 +120,7 @@ def register(app: typer.Typer) -> None:
         console = Console(soft_wrap=True)
         t0 = time.perf_counter()
         try:
+            check_writable(out / "eval.json")  # a blocked or read-only --out fails before training
             files = run_quickstart(out, train_steps=train_steps, num=num, sample_steps=sample_steps, seed=seed,
                                    device=device, say=lambda m: console.print(m, highlight=False))
         except WriteError as exc:
