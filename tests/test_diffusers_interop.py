@@ -416,3 +416,17 @@ def test_stable_video_diffusion_style_euler() -> None:
         _close(got.timesteps, s.timesteps.numpy(), 0, 2e-6, N)
         assert got.sigmas[0] == pytest.approx(700.0, rel=1e-14) and got.prediction == "v"
         np.testing.assert_allclose(got.timesteps, 0.25 * np.log(got.sigmas[:-1]), rtol=1e-15)
+
+
+@pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", *MULTISTEP])
+def test_zero_terminal_snr_sigma_table(cls: str) -> None:
+    """rescale_betas_zero_snr on a sigma-based scheduler: abar_{T-1} = 0 becomes 2^-24, so sigma_max = 4096."""
+    cfg = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction",
+           "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    for N in (2, 10, 25, 50):
+        got = ours(cls, N, **cfg)
+        want_t, want_s = theirs(cls, N, **cfg)
+        np.testing.assert_array_equal(got.timesteps, want_t)
+        _close(got.sigmas, want_s, 1e-5, 0, N)
+        assert got.sigmas[0] == pytest.approx(math.sqrt((1 - 2.0**-24) / 2.0**-24), rel=1e-12)
+    assert any("2^-24" in note for note in got.notes)

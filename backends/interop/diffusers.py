@@ -259,7 +259,7 @@ def _sigma_table(r: _Read) -> tuple[np.ndarray, np.ndarray, dict]:
     return abar, levels.vp_sigmas(abar), spec
 
 
-def _final_sigma(r: _Read, sig_table: np.ndarray) -> str:
+def _final_sigma(r: _Read) -> str:
     final = r.cfg.get("final_sigmas_type", "zero")
     if final not in levels.FINAL_LEVELS:
         raise ValueError(f"config key 'final_sigmas_type': unknown value {final!r}; "
@@ -295,7 +295,7 @@ def read_euler(r: _Read, sampler: str = "euler") -> SchedulePlan:
         hi = float(sig[0]) if r.cfg.get("sigma_max") is None else float(r.cfg["sigma_max"])
         sig = levels.karras_sigmas(N, lo, hi) if N > 1 else np.array([hi])
         ts = timestep_from_sigma(sig, table)
-    sig = levels.with_final_level(sig, _final_sigma(r, table), sigma_min=float(table[0]))
+    sig = levels.with_final_level(sig, _final_sigma(r), sigma_min=float(table[0]))
     kind = r.cfg.get("timestep_type", "discrete")
     if kind not in TIMESTEP_TYPES:
         raise ValueError(f"config key 'timestep_type': unknown value {kind!r}; choose one of {TIMESTEP_TYPES}")
@@ -345,7 +345,7 @@ def read_multistep_flow(r: _Read) -> SchedulePlan:
     if not dpm and abs(s[0] - 1.0) < 1e-6:  # diffusers keeps UniPC's first log(alpha) finite
         s[0] -= 1e-6
         r.notes.append("UniPC starts at s = 1 - 1e-6 instead of 1 (diffusers avoids log(alpha) = -inf there)")
-    final = _final_sigma(r, s)
+    final = _final_sigma(r)
     if dpm and final != "zero":
         raise ValueError("config key 'final_sigmas_type' = 'sigma_min' with DPM-Solver flow sigmas reads the vp "
                          "table in diffusers; vdm schedule supports 'zero' there")
@@ -381,7 +381,7 @@ def read_multistep(r: _Read) -> SchedulePlan:
         if not (spec["name"] == "cosine" and r.name == "DPMSolverMultistepScheduler"):
             ts = np.round(ts)  # diffusers rounds these (but not for DPM-Solver on squaredcos_cap_v2)
         r.notes.append("Karras levels: timesteps are the log-sigma interpolation of the table (15.5)")
-    sig = levels.with_final_level(sig, _final_sigma(r, table), sigma_min=float(table[0]))
+    sig = levels.with_final_level(sig, _final_sigma(r), sigma_min=float(table[0]))
     key = (r.cfg.get("algorithm_type", r.cfg.get("solver_type")), int(r.cfg["solver_order"]))
     sampler = MULTISTEP_SAMPLERS.get(key)
     if sampler is None:
@@ -443,7 +443,7 @@ def read_edm(r: _Read) -> SchedulePlan:
         if N == 1:
             r.notes.append("one exponential step: diffusers' exp(linspace(log sigma_min, log sigma_max, 1)) starts at "
                            "sigma_min; the plan starts at sigma_max (spec 15.1: N = 1 gives the highest level)")
-    sig = levels.with_final_level(sig, _final_sigma(r, sig))
+    sig = levels.with_final_level(sig, _final_sigma(r))
     pred = {"epsilon": "edm", "v_prediction": "edm"}.get(cfg["prediction_type"])
     if pred is None:
         raise ValueError(f"config key 'prediction_type': {cfg['prediction_type']!r}; EDMEuler takes epsilon or "
