@@ -93,7 +93,8 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     if not folder.is_dir():
         raise WriteError(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
     with writing(path):
-        fd, name = tempfile.mkstemp(prefix=".vdm-write-check.", suffix=".tmp", dir=folder)
+        # Named like a temp file of path, so a kill right here leaves what the next write removes.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.check-", suffix=".tmp", dir=folder)
         try:
             os.write(fd, b"\0")
         finally:
