@@ -87,7 +87,7 @@ def test_every_golden_vector_is_used_at_float64(op: str) -> None:
     """The kit reads spec/vectors as SPEC.md 10 defines them: no case is left out or disagrees."""
     gold, note = cases.golden_cases(op)
     assert gold and note is None
-    result = checks.check_op(NumpyAdapter(), op, "float64", n_random=0, e2e=False)
+    result = checks.check_op(NumpyAdapter(), op, "float64", n_random=0, e2e=False, errors=False, gradients=False)
     assert result.status == "pass" and result.notes == [] and result.sources == {"golden": len(gold)}
 
 
