@@ -374,12 +374,12 @@ def test_a_port_a_few_ulp_off_in_abar_passes_every_seed(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_example_backend_passes_200_seeds(dtype: str) -> None:
     """The kit never flakes on a correct backend: 200 seeds of random cases of every clause (one
-    case per clause and seed here, the CLI draws 20), five schedules per seed."""
+    case per clause and seed here, the CLI draws 20; the schedule tables, where the flakes were,
+    get 20 per seed in the 2-ulp port test above)."""
     example = ExampleBackend(dtype=dtype)
     for seed in range(200):
         for op in protocol.OPS:
-            n = 5 if op == "make_schedule" else 1
-            result = checks.check_op(example, op, dtype, n_random=n, seed=seed, golden=False, e2e=False,
+            result = checks.check_op(example, op, dtype, n_random=1, seed=seed, golden=False, e2e=False,
                                      errors=False)
             assert result.status == "pass", (seed, op, result.first_failure)
 
