@@ -6,13 +6,15 @@ the quickstart: one seed and one set of options give the same clips from every c
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from vdm.backends.files import WriteError
-from vdm.backends.sampling import BACKENDS, SAMPLER_NAMES, SamplingError, SamplingOptions
+from vdm.backends.sampling import BACKENDS, CONDITION_METHODS, SAMPLER_NAMES, SamplingError, SamplingOptions
 
 import vdm_ref
 
@@ -28,8 +30,9 @@ def register(app: typer.Typer) -> None:
                                                         "with every frame is always written beside it.")
                        ] = Path("samples.gif"),
         backend: Annotated[str, typer.Option(help=f"One of {', '.join(BACKENDS)} (ort = ONNX Runtime).")] = "ort",
-        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: "
-                                                  "vp models only).")] = "ddim",
+        sampler: Annotated[str | None, typer.Option(
+            help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: vp models only). Default: ddim "
+                 "on a vp model, euler on flow and edm models and with --extend/--interpolate.")] = None,
         steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 50,
         eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
                                                   "deterministic) and euler_ancestral (default 1).")] = None,
@@ -58,6 +61,19 @@ def register(app: typer.Typer) -> None:
             help="Dynamic thresholding quantile of predicted x0 (e.g. 0.995; off by default).")] = None,
         raw: Annotated[bool, typer.Option("--raw", help="torch: use the raw weights, not the EMA ones.")] = False,
         fps: Annotated[float, typer.Option(min=0.1, help="Frame rate of .gif/.mp4 output.")] = 8.0,
+        extend: Annotated[Path | None, typer.Option(
+            "--extend", help="Continue this clip (.mp4/.gif/... or .npy (C, T, H, W) in [-1, 1]) to --frames frames, "
+                             "window by window (spec 18).")] = None,
+        interpolate: Annotated[Path | None, typer.Option(
+            "--interpolate", help="Generate --factor - 1 frames between consecutive frames of this clip.")] = None,
+        factor: Annotated[int, typer.Option(min=2, help="--interpolate: temporal upsampling factor.")] = 2,
+        overlap: Annotated[int | None, typer.Option(
+            min=1, help="--extend: frames each window observes (default: half the model's window).")] = None,
+        condition: Annotated[str | None, typer.Option(
+            help=f"--extend/--interpolate: {' or '.join(CONDITION_METHODS)} (spec 18.2, 18.3; default: "
+                 "reconstruction on torch, replacement on ort).")] = None,
+        guidance_weight: Annotated[float, typer.Option(
+            min=0.0, help="Reconstruction guidance weight w_r (spec 18.3).")] = 5.0,
     ) -> None:
         """Sample videos; the network and the sampler update run on the chosen backend.
 
@@ -73,18 +89,42 @@ def register(app: typer.Typer) -> None:
                  shift=shift, karras=karras, final_sigma=final_sigma,
                  guidance=guidance, klass=klass, num=num, seed=seed, device=device, allow_fallback=allow_fallback,
                  frames=frames, size=size, batch_size=batch_size, clip=clip or None, threshold=threshold, raw=raw,
-                 fps=fps)
+                 fps=fps, task=_Task(extend, interpolate, factor, overlap, condition, guidance_weight))
         except SamplingError as exc:
             fail(str(exc))
         except WriteError as exc:
             fail(str(exc), CANNOT_WRITE)
 
 
-def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta: float | None, spacing: str,
+@dataclass(frozen=True)
+class _Task:
+    """--extend / --interpolate and their options (backends/conditional.py)."""
+
+    extend: Path | None = None
+    interpolate: Path | None = None
+    factor: int = 2
+    overlap: int | None = None
+    condition: str | None = None
+    weight: float = 5.0
+
+    @property
+    def clip(self) -> Path | None:
+        return self.extend or self.interpolate
+
+    def check(self) -> None:
+        if self.extend and self.interpolate:
+            raise SamplingError("give --extend or --interpolate, not both")
+        if self.condition is not None and self.clip is None:
+            raise SamplingError("--condition applies to --extend and --interpolate")
+        if self.condition is not None and self.condition not in CONDITION_METHODS:
+            raise SamplingError(f"unknown --condition {self.condition!r}; choose one of {', '.join(CONDITION_METHODS)}")
+
+
+def _run(*, model: Path, out: Path, backend: str, sampler: str | None, steps: int, eta: float | None, spacing: str,
          shift: float | None, karras: bool | None, final_sigma: str,
          guidance: float | None, klass: int | None, num: int, seed: int, device: str, allow_fallback: bool,
          frames: int | None, size: int | None, batch_size: int, clip: float | None, threshold: float | None,
-         raw: bool, fps: float) -> list[Path]:
+         raw: bool, fps: float, task: _Task | None = None) -> list[Path]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -99,9 +139,16 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
 
     if out.suffix.lower() not in media.VIDEO_OUTPUTS:
         raise SamplingError(f"--out must end in {', '.join(media.VIDEO_OUTPUTS)}, got {out.name}")
-    options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, shift=shift, karras=karras,
-                              final=final_sigma, clip=clip, threshold=threshold,
-                              guidance=guidance, klass=klass, batch_size=batch_size, frames=frames, size=size)
+    task = task or _Task()
+    task.check()
+    long_video = task.clip is not None
+    if long_video and sampler in vdm_ref.SAMPLERS:
+        raise SamplingError(f"--extend/--interpolate runs on the solvers ({', '.join(vdm_ref.SOLVERS)}), not "
+                            f"{sampler}; euler is DDIM with eta 0 (spec 17.3)")
+    # --frames is the window of each call with --extend/--interpolate, the model's own; the video's length otherwise.
+    options = SamplingOptions(sampler=sampler or "euler", steps=steps, spacing=spacing, eta=eta, shift=shift,
+                              karras=karras, final=final_sigma, clip=clip, threshold=threshold, guidance=guidance,
+                              klass=klass, batch_size=batch_size, frames=None if long_video else frames, size=size)
     options.check()
     outputs = (out, media.sheet_path(out))
     for path in outputs:  # before the model loads and samples: an unwritable --out fails at once
@@ -115,6 +162,13 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
     loaded = sampling.load_model(model, backend, device=device, allow_fallback=allow_fallback, raw=raw,
                                  max_batch=2 * batch_size, warn=warn)
     load_s = time.perf_counter() - t_load
+    if sampler is None:  # the default: v1's DDIM on a vp model sampled plainly, else the first-order solver
+        plain_vp = loaded.process.family == "vp" and not long_video
+        options = dataclasses.replace(options, sampler="ddim" if plain_vp else "euler")
+        sampler = options.sampler
+    if long_video:
+        return _run_long(loaded, task, options, out, outputs, num=num, seed=seed, frames=frames, fps=fps,
+                         backend=backend, err=err, load_s=load_s)
     plan = sampling.plan_sampling(loaded, num, options)
     c, t, h, w = plan.shape
     err.print(f"{loaded.description}: {num} x ({c}, {t}, {h}, {w}), {sampler} {steps} steps ({spacing}), seed {seed}"
@@ -134,3 +188,40 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str, steps: int, eta:
     for path in written:
         typer.echo(f"wrote {path}")
     return written
+
+
+def _run_long(loaded: Any, task: _Task, options: SamplingOptions, out: Path, outputs: tuple[Path, ...], *, num: int,
+              seed: int, frames: int | None, fps: float, backend: str, err: Any, load_s: float) -> list[Path]:
+    """--extend / --interpolate: read the clip as training decodes it, then sample window by window."""
+    from vdm.backends import conditional, media
+    from vdm.backends.files import remove_stale_temp_files_of
+
+    method = task.condition or ("reconstruction" if backend == "torch" else "replacement")
+    clip = conditional.read_clip(task.clip, loaded.channels, options.size or loaded.size)
+    t0 = time.perf_counter()
+    what = f"{method}" + (f" w_r {task.weight}" if method == "reconstruction" else "")
+    window = loaded.frames
+    if task.extend is not None:  # impossible plans fail here, before anything is printed
+        total = frames or clip.shape[1] + loaded.frames
+        overlap = window // 2 if task.overlap is None else task.overlap
+        conditional.extension_windows(clip.shape[1], total, window, overlap)
+    else:
+        conditional.interpolation_windows(clip.shape[1], task.factor, window)
+    if task.extend is not None:
+        err.print(f"{loaded.description}: extending {task.clip.name} ({clip.shape[1]} frames) to {total} frames, "
+                  f"{num} sample(s), {options.sampler} {options.steps} steps, {what}, seed {seed}", highlight=False)
+        result = conditional.extend(loaded, clip, total, num=num, overlap=task.overlap, options=options, seed=seed,
+                                    method=method, weight=task.weight)
+    else:
+        err.print(f"{loaded.description}: interpolating {task.clip.name} ({clip.shape[1]} frames) by {task.factor}, "
+                  f"{num} sample(s), {options.sampler} {options.steps} steps, {what}, seed {seed}", highlight=False)
+        result = conditional.interpolate(loaded, clip, task.factor, num=num, options=options, seed=seed,
+                                         method=method, weight=task.weight)
+    remove_stale_temp_files_of(*outputs)
+    written = media.write_videos(result.videos, out, fps=fps, marked=result.given)
+    err.print(f"sampled {result.videos.shape[2]} frames in {time.perf_counter() - t0:.1f} s "
+              f"(model load {load_s:.1f} s); the given frames are outlined on the contact sheet", highlight=False)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    return written
+
