@@ -244,7 +244,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
             return
         except WriteError as exc:
-            fail(f"{exc}; training stopped", CANNOT_WRITE)
+            fail(str(exc), CANNOT_WRITE)  # the last complete checkpoint stays in place (see the help)
             return
         if not quiet and main_rank:
             console.print(f"outputs in {result.out_dir}: last.safetensors, metrics.csv, loss.png, previews/",
