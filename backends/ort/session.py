@@ -139,6 +139,8 @@ class StepSessions:
         if sess is None:
             if isinstance(key, sg.StepSpec):
                 graph = sg.build_step(key)
+            elif isinstance(key, sg.SolverStepSpec):
+                graph = sg.build_solver_step(key)
             elif key[0] == "process":
                 graph = sg.build_process(*key[1:])
             else:

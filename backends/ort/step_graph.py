@@ -324,3 +324,84 @@ def step_coefficients(
 def coef_input(coefs: np.ndarray, ndim: int, dtype: str = "float32") -> np.ndarray:
     """(K, B) float64 -> the ``coef`` input (K, B, 1, ..., 1) for x of rank ``ndim``."""
     return np.ascontiguousarray(coefs.reshape(coefs.shape + (1,) * (ndim - 1)), dtype=DTYPES[dtype][1])
+
+
+# --------------------------------------------------------------------------- solver step graphs (spec 17)
+
+
+@dataclass(frozen=True)
+class SolverStepSpec:
+    """The generic solver step graph (backends/ort/solver_steps.py): x0 = process(a x + b pred),
+    ``rows`` outputs y_r = c_r0 x + c_r1 x0 + sum_k c_r(k+2) t_k over ``terms`` extra tensors, and
+    x_model = s y_0 (doubled along the batch when guided). One graph per arity serves every solver."""
+
+    terms: int = 0
+    rows: int = 1
+    guidance: bool = False  # out holds [cond; uncond] (spec 7.5 on the first C channels)
+    clip: bool = False
+    threshold: bool = False
+    dtype: str = "float32"
+
+    @property
+    def n_coef(self) -> int:
+        return 2 + self.rows * (2 + self.terms) + 1
+
+
+@lru_cache(maxsize=64)
+def build_solver_step(spec: SolverStepSpec) -> bytes:
+    """Serialized ONNX graph of ``spec``: inputs x, out, t0..t{k-1}, coef (n_coef,), [w], [clip],
+    [q_*]; outputs x0, y0..y{R-1}, x_model. Coefficients are scalars fed per call (they depend on the
+    grid only), so the graph is elementwise work in ``spec.dtype``."""
+    g = _Builder()
+    h = g.h
+    fl = _elem(spec.dtype)
+    terms = [f"t{k}" for k in range(spec.terms)]
+    inputs = [_tensor(h, "x", fl, None), _tensor(h, "out", fl, None)]
+    inputs += [_tensor(h, t, fl, None) for t in terms]
+    inputs.append(_tensor(h, "coef", fl, [spec.n_coef]))
+    if spec.guidance:
+        inputs.append(_tensor(h, "w", fl, []))
+    if spec.clip:
+        inputs.append(_tensor(h, "clip", fl, []))
+    if spec.threshold:
+        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
+                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
+
+    def coef(j: int) -> str:
+        return g.op("Gather", "coef", g.const(j), axis=0)  # a scalar: broadcasts over any tensor
+
+    channels = g.op("Shape", "x", start=1, end=2)
+    axis1 = g.const([1])
+    if spec.guidance:
+        batch = g.op("Shape", "x", start=0, end=1)
+        axis0 = g.const([0])
+        cond = g.op("Slice", "out", g.const([0]), batch, axis0)
+        uncond = g.op("Slice", "out", batch, g.op("Mul", batch, g.const([2])), axis0)
+        pc = g.op("Slice", cond, g.const([0]), channels, axis1)
+        pu = g.op("Slice", uncond, g.const([0]), channels, axis1)
+        pred = g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu)))
+    else:
+        pred = g.op("Slice", "out", g.const([0]), channels, axis1)  # a learned variance is not used (17.2)
+    x0 = g.op("Add", g.op("Mul", coef(0), "x"), g.op("Mul", coef(1), pred))
+    if spec.threshold:
+        x0 = _threshold(g, x0)
+    if spec.clip:
+        x0 = _clip(g, x0)
+    g.rename(x0, "x0")
+    outputs = [_tensor(h, "x0", fl, None)]
+    basis = ["x", x0, *terms]
+    width = 2 + spec.terms
+    ys = []
+    for r in range(spec.rows):
+        y = g.op("Mul", coef(2 + r * width), basis[0])
+        for j in range(1, width):
+            y = g.op("Add", y, g.op("Mul", coef(2 + r * width + j), basis[j]))
+        g.rename(y, f"y{r}")
+        outputs.append(_tensor(h, f"y{r}", fl, None))
+        ys.append(y)
+    xm = g.op("Mul", coef(spec.n_coef - 1), ys[0])
+    if spec.guidance:
+        xm = g.op("Concat", xm, xm, axis=0)
+    g.rename(xm, "x_model")
+    outputs.append(_tensor(h, "x_model", fl, None))
+    return g.model(inputs, outputs, "vdm_solver_step")
