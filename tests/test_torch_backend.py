@@ -203,8 +203,13 @@ def test_defaults_and_names_mirror_reference():
     assert (O.SCHEDULES, O.SPACINGS, O.PREDICTIONS, O.VARIANCES) == (
         R.SCHEDULES, R.SPACINGS, R.PREDICTIONS, R.VARIANCES)
     assert {k: v.options for k, v in O.SAMPLERS.items()} == {k: v.options for k, v in R.SAMPLERS.items()}
-    missing = {n for n in R.__all__ if n not in ("SPEC_VERSION",) and not n.endswith("_ideal_model")} - set(O.__all__)
+    # Reference-only: the version string, and the exact-data tools the torch tests borrow from vdm_ref (the
+    # ideal models of 7.6.1 and 14.8, the Gaussian-process check of 18.7), which no backend reimplements.
+    reference_only = {"SPEC_VERSION", "ar1_covariance", "gp_denoiser_matrix", "gp_denoiser", "gp_conditional",
+                      "conditional_w2"}
+    missing = {n for n in R.__all__ if n not in reference_only and not n.endswith("_ideal_model")} - set(O.__all__)
     assert not missing
+    assert O.READABLE_SPEC_MAJORS == R.READABLE_SPEC_MAJORS
 
 
 @examples(100)

@@ -100,6 +100,26 @@ from .samplers import (
     sampling_noise,
 )
 from .schedules import DEFAULT_PARAMS, SCHEDULES, Schedule, make_schedule, rescale_zero_terminal_snr
+from .sigmas import (
+    BASE_SEQ_LEN,
+    BASE_SHIFT,
+    FINAL_LEVELS,
+    KARRAS_RHO,
+    MAX_SEQ_LEN,
+    MAX_SHIFT,
+    TIME_SHIFTS,
+    dynamic_shift_mu,
+    exponential_time_shift,
+    flow_levels,
+    flow_shift,
+    karras_sigmas,
+    linear_time_shift,
+    sequence_length,
+    stretch_to_terminal,
+    uniform_levels,
+    vp_sigmas,
+    with_final_level,
+)
 from .solvers import (
     SOLVERS,
     Grid,
@@ -137,6 +157,9 @@ __all__ = [
     "to_x0_eps", "from_x0_eps", "convert_prediction", "edm_preconditioning",
     "half_log_snr", "edm_sigma", "alpha_sigma_from_edm_sigma",
     "process_gaussian_ideal_model", "process_points_ideal_model",
+    "BASE_SEQ_LEN", "MAX_SEQ_LEN", "BASE_SHIFT", "MAX_SHIFT", "KARRAS_RHO", "TIME_SHIFTS", "FINAL_LEVELS",
+    "uniform_levels", "flow_shift", "sequence_length", "dynamic_shift_mu", "exponential_time_shift",
+    "linear_time_shift", "stretch_to_terminal", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas",
     "normal_quantile", "FLOW_DENSITIES", "FLOW_DENSITY_PARAMS", "EDM_P_MEAN", "EDM_P_STD",
     "flow_level_from_uniform", "edm_sigma_from_uniform", "vp_timestep_from_uniform",
     "process_simple_loss", "edm_loss_weight", "process_min_snr_weight",

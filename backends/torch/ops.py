@@ -6,10 +6,25 @@
 
 from __future__ import annotations
 
+import vdm_ref
+
 from ._checks import (
     VALIDATION_MODES,
     set_validation,
     validation,
+)
+from .conditioning import (
+    denoiser_as_vp_model,
+    denoiser_on_grid,
+    extension_frames,
+    frame_mask,
+    interpolation_frames,
+    keep_observed,
+    reconstruction_guided_x0,
+    reconstruction_residual,
+    replace_observed,
+    with_reconstruction_guidance,
+    with_replacement,
 )
 from .diffusion import (
     PREDICTIONS,
@@ -101,6 +116,26 @@ from .schedules import (
     rescale_zero_terminal_snr,
     snr,
 )
+from .sigmas import (
+    BASE_SEQ_LEN,
+    BASE_SHIFT,
+    FINAL_LEVELS,
+    KARRAS_RHO,
+    MAX_SEQ_LEN,
+    MAX_SHIFT,
+    TIME_SHIFTS,
+    dynamic_shift_mu,
+    exponential_time_shift,
+    flow_levels,
+    flow_shift,
+    karras_sigmas,
+    linear_time_shift,
+    sequence_length,
+    stretch_to_terminal,
+    uniform_levels,
+    vp_sigmas,
+    with_final_level,
+)
 from .solvers import (
     SOLVERS,
     Grid,
@@ -123,6 +158,9 @@ from .timesteps import (
 )
 
 Schedule = TorchSchedule  # vdm_ref's name for the same role
+# The spec majors whose checkpoints this backend reads: the checkpoint reader (training/checkpoint.py)
+# applies vdm_ref's own policy (spec 12), so the hub names that one rather than restating it.
+READABLE_SPEC_MAJORS = vdm_ref.READABLE_SPEC_MAJORS
 
 __all__ = [
     "SCHEDULES", "SPACINGS", "SAMPLERS", "Sampler", "PREDICTIONS", "VARIANCES", "DEFAULT_PARAMS", "VALIDATION_MODES",
@@ -149,4 +187,11 @@ __all__ = [
     "process_simple_loss", "edm_loss_weight", "process_min_snr_weight",
     "SOLVERS", "Solver", "SolverState", "Grid", "solver_grid", "solve", "network_calls",
     "gaussian_level_denoiser", "gaussian_flow",
+    "READABLE_SPEC_MAJORS",
+    "BASE_SEQ_LEN", "MAX_SEQ_LEN", "BASE_SHIFT", "MAX_SHIFT", "KARRAS_RHO", "TIME_SHIFTS", "FINAL_LEVELS",
+    "uniform_levels", "flow_shift", "sequence_length", "dynamic_shift_mu", "exponential_time_shift",
+    "linear_time_shift", "stretch_to_terminal", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas",
+    "extension_frames", "interpolation_frames", "frame_mask", "replace_observed", "with_replacement",
+    "reconstruction_residual", "reconstruction_guided_x0", "with_reconstruction_guidance",
+    "denoiser_on_grid", "denoiser_as_vp_model", "keep_observed",
 ]
