@@ -473,15 +473,56 @@ def _torch_solve(fn: Callable[[Any, Any], Any], lv: Levels, z: Any, o: SamplingO
 
 def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
                channels: int, null_class: int | None, progress: Progress | None,
-               cond: Conditioning | None = None) -> np.ndarray:
-    """A solver of spec 17 on the host in float64 (the reference loop), the network in ONNX Runtime;
-    with ``cond``, replacement (18.2) on the host. Reconstruction guidance needs the network's
-    gradient, which an ONNX model does not give: refused in one line."""
-    from vdm_ref import conditioning as rc
-
+               cond: Conditioning | None = None, *, steps: Any = None, io_binding: bool | None = None) -> np.ndarray:
+    """A solver of spec 17 with the network and every update in ONNX Runtime: the solver's step graphs
+    (backends/ort/solver_steps.py), the latent and the multistep history kept on the device with
+    IOBinding (default on CUDA). With ``cond``, replacement (18.2) runs the float64 reference loop on the
+    host. Reconstruction guidance needs the network's gradient, which an ONNX model does not give:
+    refused in one line. ``steps``: the StepSessions to reuse (one per loaded model)."""
     if cond is not None and cond.method != "replacement":
         raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
                             "does not provide: use --condition replacement, or --backend torch with the checkpoint")
+    if cond is not None:
+        return _ort_solve_host(den, lv, z, labels, o, channels, null_class, progress, cond)
+    from vdm.backends.ort import solver_loop as sl
+    from vdm.backends.ort import solver_steps as ss
+    from vdm.backends.ort.session import StepSessions
+
+    steps = steps if steps is not None else StepSessions(den.choice)
+    program = ss.solver_program(o.sampler, vdm_ref.solver_grid(lv.alphas, lv.sigmas), eta=o.eta_value)
+    a, b = lv.x0_coefficients()
+    levels = sl.Levels(np.asarray(a), np.asarray(b), lv.input_scales)
+    guided = labels is not None and o.guidance is not None and o.guidance != 1.0
+    cfg = sl.SolveConfig(o.clip, o.threshold, guidance=o.guidance if guided else None)
+    prepared = sl.prepare(program, levels, cfg)
+    ym = np.concatenate([labels, np.full_like(labels, null_class)]) if guided else labels
+    x = (z[0].astype(np.float64) * lv.initial_scale()).astype(np.float32)
+
+    def draw(i: int) -> np.ndarray:  # step i's noise is entry i + 1 of the sample's noise (spec 7.6 / 17.2)
+        return z[i + 1]
+
+    n = lv.n_steps
+    bind = (den.device != "cpu") if io_binding is None else io_binding
+    if bind and (not den.info.batch.fixed or den.info.batch.min == (2 if guided else 1) * x.shape[0]):
+        out = sl.run_bound(den.session, prepared, x, draw, steps, cfg, levels, lv.conditions, ym,
+                           den.info.out_channels, "cpu" if den.device == "cpu" else "cuda", progress, n)
+    else:
+        def net(xm: np.ndarray, i: int) -> np.ndarray:
+            return den(xm, np.full(xm.shape[0], lv.conditions[i], np.float32), ym)
+
+        out = sl.run_plain(net, prepared, x, draw, steps, cfg, levels, progress, n)
+    if progress is not None:
+        progress(n, n)
+    return out
+
+
+def _ort_solve_host(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
+                    channels: int, null_class: int | None, progress: Progress | None,
+                    cond: Conditioning | None = None) -> np.ndarray:
+    """The float64 reference loop of spec 17 on the host, the network in ONNX Runtime; with ``cond``,
+    replacement (18.2) wraps the denoiser."""
+    from vdm_ref import conditioning as rc
+
     a, b = lv.x0_coefficients()
     n = lv.n_steps
     guided = labels is not None and o.guidance is not None and o.guidance != 1.0
@@ -537,7 +578,8 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
     def run_batch(plan: Plan, noise: np.ndarray, labels: np.ndarray | None, o: SamplingOptions,
                   progress: Progress | None, cond: Conditioning | None = None) -> np.ndarray:
         if plan.levels is not None:
-            return _ort_solve(den, plan.levels, noise, labels, o, info.in_channels, info.null_class, progress, cond)
+            return _ort_solve(den, plan.levels, noise, labels, o, info.in_channels, info.null_class, progress, cond,
+                              steps=smp.steps, io_binding=smp.io_binding)
         return smp.sample(plan.timesteps, noise.shape[1:], noise, labels=labels, guidance=o.guidance,
                           sampler=o.sampler, eta=o.eta_value, clip=o.clip, threshold=o.threshold, progress=progress)
 
