@@ -24,8 +24,14 @@ _HINTS = {"count_consistency": "higher is better", "velocity_residual": "lower i
 
 
 
+# The quickstart's noise process and sampler per process; benchmarks/bench_process.py measured the choice.
+QUICKSTART_PROCESS = "vp"
+QUICKSTART_SAMPLERS = {"vp": "ddim", "flow": "euler", "edm": "euler"}
+
+
 def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, sample_steps: int = 20,
-                   seed: int = 0, device: str = "cpu", say: Any = print) -> dict[str, Path]:
+                   seed: int = 0, device: str = "cpu", process: str = QUICKSTART_PROCESS, sampler: str | None = None,
+                   say: Any = print) -> dict[str, Path]:
     """The whole path; returns the files written, by name."""
     from vdm.backends import media, sampling
     from vdm.backends.files import writing
@@ -38,11 +44,15 @@ def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, 
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     cfg = QUICKSTART_TRAIN.replace(out_dir=str(out / "train"), overwrite=True)
+    if process != cfg.process:  # the family's own prediction (v is vp's)
+        cfg = cfg.replace(process=process, prediction="")
+    sampler = sampler or QUICKSTART_SAMPLERS[process]
     if train_steps is not None:  # testing only: a drastically shortened run
         cfg = cfg.replace(steps=train_steps, warmup_steps=min(cfg.warmup_steps, train_steps),
                           checkpoint_every=0, preview_every=0, log_every=1)
     say(f"[1/4] training the tiny preset on moving shapes: {cfg.steps} steps of batch {cfg.batch_size} "
-        f"({cfg.frames} frames, {cfg.size}x{cfg.size}, {cfg.prediction}-prediction, {cfg.schedule} schedule)")
+        f"({cfg.frames} frames, {cfg.size}x{cfg.size}, {cfg.process} process, "
+        f"{cfg.prediction or 'its default'} prediction)")
     t0 = time.perf_counter()
     result = train(cfg, progress=True, log=say)
     if result.last_checkpoint is None:
@@ -59,9 +69,9 @@ def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, 
     files["ONNX model"] = report.path
     say(f"      parity: max abs error {report.max_abs:.2e} over {len(report.cases)} shapes")
 
-    say(f"[3/4] sampling {num} clips with DDIM ({sample_steps} steps) in ONNX Runtime ({device})")
+    say(f"[3/4] sampling {num} clips with {sampler} ({sample_steps} steps) in ONNX Runtime ({device})")
     model = sampling.load_model(report.path, "ort", device=device, allow_fallback=True, warn=say)
-    options = sampling.SamplingOptions(sampler="ddim", steps=sample_steps, clip=1.0, batch_size=num)
+    options = sampling.SamplingOptions(sampler=sampler, steps=sample_steps, clip=1.0, batch_size=num)
     t1 = time.perf_counter()
     videos = sampling.sample_videos(model, num, seed, options)
     say(f"      sampled in {time.perf_counter() - t1:.1f} s")
@@ -102,7 +112,11 @@ def register(app: typer.Typer) -> None:
         train_steps: Annotated[int | None, typer.Option(hidden=True, min=1, help="Testing: train this many steps.")
                                ] = None,
         num: Annotated[int, typer.Option(hidden=True, min=2, help="Testing: number of samples.")] = 16,
-        sample_steps: Annotated[int, typer.Option(hidden=True, min=1, help="Testing: DDIM steps.")] = 20,
+        sample_steps: Annotated[int, typer.Option("--steps", "--sample-steps", min=1, help="Sampler steps.")] = 20,
+        process: Annotated[str, typer.Option(help="Noise process to train: vp, flow or edm (spec 14).")
+                           ] = QUICKSTART_PROCESS,
+        sampler: Annotated[str | None, typer.Option(
+            help="Sampler (default: ddim for vp, euler for flow and edm).")] = None,
     ) -> None:
         """Train the tiny preset on moving shapes, export to ONNX, sample with ONNX Runtime (DDIM) and
         evaluate; a few minutes on 2 CPU cores. Prints where each file is.
@@ -115,6 +129,19 @@ def register(app: typer.Typer) -> None:
 
         if device not in ("cpu", "cuda", "tensorrt"):
             fail(f"--device must be cpu, cuda or tensorrt, got {device!r}")
+        if process not in QUICKSTART_SAMPLERS:
+            fail(f"--process must be one of {', '.join(QUICKSTART_SAMPLERS)}, got {process!r}")
+        from vdm.backends.sampling import SamplingError, SamplingOptions
+
+        import vdm_ref
+
+        try:  # before minutes of training: a sampler that cannot run on this process fails now
+            SamplingOptions(sampler=sampler or QUICKSTART_SAMPLERS[process], steps=sample_steps).check()
+        except SamplingError as exc:
+            fail(str(exc))
+        if sampler in vdm_ref.SAMPLERS and process != "vp":
+            fail(f"the {sampler} sampler is defined on vp models (spec 7); with --process {process} choose one of "
+                 f"{', '.join(vdm_ref.SOLVERS)}")
         if out.exists() and not out.is_dir():
             fail(f"--out {out} exists and is not a folder")
         console = Console(soft_wrap=True)
@@ -122,7 +149,8 @@ def register(app: typer.Typer) -> None:
         try:
             check_writable(out / "eval.json")  # a blocked or read-only --out fails before training
             files = run_quickstart(out, train_steps=train_steps, num=num, sample_steps=sample_steps, seed=seed,
-                                   device=device, say=lambda m: console.print(m, highlight=False))
+                                   device=device, process=process, sampler=sampler,
+                                   say=lambda m: console.print(m, highlight=False))
         except WriteError as exc:
             fail(str(exc), CANNOT_WRITE)
         eval_txt = files["eval table"].read_text()

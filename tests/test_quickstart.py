@@ -39,3 +39,22 @@ def test_quickstart_end_to_end(tmp_path):
 def test_quickstart_rejects_bad_device(tmp_path):
     res = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--device", "tpu"])
     assert res.exit_code == 2 and res.stderr.strip().startswith("error: ") and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_quickstart_flow_trains_exports_and_samples_a_flow_model(tmp_path):
+    out = tmp_path / "qs"
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--train-steps", "2", "--num", "2",
+                                   "--steps", "2", "--process", "flow"])
+    assert res.exit_code == 0, res.output
+    info = md.read_props({p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props})
+    assert info.process["family"] == "flow" and info.prediction == "flow"
+    report = json.loads((out / "eval.json").read_text())
+    assert report["settings"]["sampling"]["sampler"] == "euler"
+    assert np.abs(np.load(out / "samples.npy")).max() > 0.05
+
+
+def test_quickstart_refuses_a_sampler_the_process_lacks_before_training(tmp_path):
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--process", "flow",
+                                   "--sampler", "ddim"])
+    assert res.exit_code == 2 and "defined on vp models" in res.stderr and not (tmp_path / "q").exists()
