@@ -1,8 +1,8 @@
 """Conformance adapter for the ONNX Runtime step graphs (backends/conformance/README.md).
 
 ``vdm conformance vdm.backends.ort.conformance:OrtStepBackend --allow-missing [--dtype float32]``
-checks the sampler and guidance clauses (7.1 - 7.6) as they run in ONNX Runtime during
-``vdm sample``: every call builds (once) and runs the same step graph the sampler uses, NumPy in
+checks the sampler and guidance clauses (7.1 - 7.6) and the solvers (17) as they run in ONNX Runtime
+during ``vdm sample``: every call builds (once) and runs the same step graph the sampler uses, NumPy in
 and out. ``vdm sample`` runs the float32 graphs; float64 builds the same graphs in double. Schedules,
 timesteps and the forward-process/loss clauses are not part of the ORT backend (the network's
 timestep tables are computed on the host from the exported float64 abar): those methods raise
@@ -19,9 +19,10 @@ import vdm_ref
 
 from .sampler import StepConfig, sample_host
 from .session import StepSessions
+from .solver_loop import solve_denoiser
 from .step_graph import DTYPES
 
-IMPLEMENTED = ("clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample")
+IMPLEMENTED = ("clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample", "solve")
 
 
 def _real(name: str, x: Any, dtype: str) -> np.ndarray:
@@ -40,8 +41,8 @@ class OrtStepBackend:
     ``vdm sample``, or float64)."""
 
     name = "ort"
-    # The clauses these graphs implement (spec 7); the kit skips every other op as out of scope.
-    scope = ("clip_x0", "dynamic_threshold", "ddpm_step", "ddim_step", "classifier_free_guidance", "sample")
+    # The clauses these graphs implement (spec 7, 17); the kit skips every other op as out of scope.
+    scope = IMPLEMENTED
 
     def __init__(self, device: str = "cpu", dtype: str = "float32") -> None:
         from .providers import ProviderUnavailable, choose_providers
@@ -133,13 +134,21 @@ class OrtStepBackend:
 
         return sample_host(host_model, sched, timesteps, tuple(shape), noise, cfg, self._steps)
 
+    # --- 17 -----------------------------------------------------------------------------------
+
+    def solve(self, denoise: Any, x: Any, alphas: Any, sigmas: Any, solver: str = "euler", noise: Any = None,
+              **options: float) -> np.ndarray:
+        """Spec 17.2 with every update in the solver step graphs ``vdm sample`` runs (solver_steps.py);
+        ``denoise(x, i)`` is the kit's host callable returning x0_hat."""
+        return solve_denoiser(denoise, x, alphas, sigmas, solver, noise, self._steps, dtype=self.dtype, **options)
+
     def __getattr__(self, op: str) -> Any:
         # Every other spec op: present, so the kit can report it, but not implemented here.
         if op.startswith("_") or op not in _other_ops():
             raise AttributeError(op)
 
         def not_implemented(*_args: Any, **_kwargs: Any) -> Any:
-            raise NotImplementedError("not part of the ONNX Runtime step-graph backend (spec 7 only)")
+            raise NotImplementedError("not part of the ONNX Runtime step-graph backend (spec 7 and 17 only)")
 
         return not_implemented
 
