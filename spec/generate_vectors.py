@@ -511,6 +511,43 @@ def cases_alpha_sigma_from_edm_sigma(o: Op) -> None:
     o.add(None, {"family": "edm"}, sigma_edm=np.array([0.0, 0.5, 80.0]))
 
 
+def cases_karras_sigmas(o: Op) -> None:
+    """Spec 15.5: defaults (80 .. 0.002, rho 7), N = 1 and 2, another range, rho = 1 (uniform in sigma)."""
+    for n in (1, 2, 10, 40):
+        o.add(None, {"N": n})
+    o.add(None, {"N": 25, "sigma_min": 0.0292, "sigma_max": 14.6146})
+    o.add(None, {"N": 7, "sigma_min": 0.5, "sigma_max": 20.0, "rho": 1.0})
+    o.add(None, {"N": 12, "sigma_min": 0.1, "sigma_max": 10.0, "rho": 3.0})
+
+
+def cases_with_final_level(o: Op) -> None:
+    """Spec 15.6: both finals, with the default sigma_min (the last level), an explicit one and zero."""
+    karras, flow = vdm_ref.karras_sigmas(10), vdm_ref.uniform_levels(6, 1.0, 1e-3)
+    for final in vdm_ref.FINAL_LEVELS:
+        o.add(None, {"final": final}, levels=karras)
+        o.add(None, {"final": final}, levels=np.array([1.0]))
+    o.add(None, {"final": "sigma_min", "sigma_min": 0.002}, levels=vdm_ref.karras_sigmas(5, sigma_min=0.03))
+    o.add(None, {"final": "sigma_min", "sigma_min": 0.0}, levels=flow)
+    o.add(None, {"final": "zero", "sigma_min": 5e-4}, levels=flow)
+    o.add(None, {"final": "zero"}, levels=np.sort(o.uniform((7,), 0.05, 3.0))[::-1].copy())
+
+
+def cases_flow_levels(o: Op) -> None:
+    """Spec 15.7: uniform; one static shift (where a second one shows most: many steps, near s_min);
+    the resolution-dependent shift of both kinds; the terminal stretch with and without a shift;
+    N = 1 and 2; other endpoints; the final level sigma_min."""
+    for params in (
+        {"N": 1}, {"N": 2}, {"N": 28}, {"N": 1, "shift": 3.0}, {"N": 50, "shift": 3.0}, {"N": 30, "shift": 5.0},
+        {"N": 10, "shift": 0.5},
+        {"N": 20, "mu": vdm_ref.dynamic_shift_mu(4096)}, {"N": 20, "mu": vdm_ref.dynamic_shift_mu(32760)},
+        {"N": 12, "mu": -0.4}, {"N": 15, "mu": 1.5, "time_shift": "linear"},
+        {"N": 28, "shift": 3.0, "terminal": 0.1}, {"N": 8, "mu": 0.8, "terminal": 0.02}, {"N": 2, "terminal": 0.0},
+        {"N": 10, "shift": 7.0, "s_min": 0.02}, {"N": 9, "s_min": 0.05, "s_max": 0.9},
+        {"N": 10, "shift": 3.0, "final": "sigma_min"},
+    ):
+        o.add(None, params)
+
+
 _U = np.array([0.0, 0.001, 0.3, 0.5, 0.9, 0.999])
 
 
@@ -628,6 +665,9 @@ CASES: dict[str, Callable[[Op], None]] = {
     "from_x0_eps": cases_from_x0_eps,
     "edm_preconditioning": cases_edm_preconditioning,
     "alpha_sigma_from_edm_sigma": cases_alpha_sigma_from_edm_sigma,
+    "karras_sigmas": cases_karras_sigmas,
+    "with_final_level": cases_with_final_level,
+    "flow_levels": cases_flow_levels,
     "flow_level_from_uniform": cases_flow_level_from_uniform,
     "edm_sigma_from_uniform": cases_edm_sigma_from_uniform,
     "process_simple_loss": cases_process_simple_loss,

@@ -15,7 +15,7 @@ import numpy as np
 
 import vdm_ref
 
-from .protocol import DTYPES, OPS, round_to_dtype
+from .protocol import DTYPES, OPS, round_to_dtype, tolerances
 
 
 class BackendError(Exception):
@@ -51,10 +51,13 @@ class NumpyAdapter:
 
 def _numpy_op(op: str) -> Callable[..., Any]:
     fn = getattr(vdm_ref, op)
+    # Noise-level schedules (spec 15) are float64 host data at every compute dtype, as the tables are.
+    host_float64 = bool(tolerances()["ops"].get(op, {}).get("tables_always_float64"))
 
     @functools.wraps(fn)
     def method(self: NumpyAdapter, *args: Any, **kwargs: Any) -> Any:
-        return _round_outputs(fn(*args, **kwargs), self.dtype)
+        result = fn(*args, **kwargs)
+        return result if host_float64 else _round_outputs(result, self.dtype)
 
     return method
 

@@ -332,6 +332,59 @@ class PositiveVOut(NumpyAdapter):
         return c_skip, (np.abs(c_out) if prediction == "v" else c_out), c_in, c_noise  # the bug
 
 
+class DoubleFlowShift(NumpyAdapter):
+    """Flow sampling levels with the shift applied twice (spec 15.2, 15.7): the endpoints s_max and
+    s_min are shifted, the levels spaced uniformly between them, and then shifted again, so levels
+    near s_min carry the shift k^2 (the static shift and the resolution-dependent one alike)."""
+
+    name = "broken-double-flow-shift"
+
+    def flow_levels(self, N: int, *, shift: float = 1.0, mu: float | None = None, time_shift: str = "exponential",
+                    terminal: float | None = None, s_min: float = 1e-3, s_max: float = 1.0,
+                    final: str = "zero") -> np.ndarray:
+        vdm_ref.flow_levels(N, shift=shift, mu=mu, time_shift=time_shift, terminal=terminal, s_min=s_min,
+                            s_max=s_max, final=final)  # only for its argument checks (spec 1.7)
+
+        def once(s: Any) -> np.ndarray:
+            return vdm_ref.flow_shift(s, shift) if mu is None else vdm_ref.TIME_SHIFTS[time_shift](s, mu)
+
+        ends = once(np.array([s_max, s_min]))
+        s = once(vdm_ref.uniform_levels(N, float(ends[0]), float(ends[1])))  # the bug: shifted ends, shifted again
+        if terminal is not None:
+            s = vdm_ref.stretch_to_terminal(s, terminal)
+        return vdm_ref.with_final_level(s, final)
+
+
+class _OwnFinalLevel(NumpyAdapter):
+    """Flow sampling levels (15.7) that end through this adapter's own final level (15.6), as a real
+    backend composes them: a broken final level then breaks both clauses."""
+
+    def flow_levels(self, N: int, *, final: str = "zero", **kwargs: Any) -> np.ndarray:
+        levels = vdm_ref.flow_levels(N, final=final, **kwargs)[:-1]  # 15.1 - 15.4, and the argument checks
+        return self.with_final_level(levels, final)
+
+
+class DroppedFinalLevel(_OwnFinalLevel):
+    """The final level is left off (spec 15.6): N levels instead of N + 1, so the last step of a
+    sampler never reaches clean data."""
+
+    name = "broken-dropped-final-level"
+
+    def with_final_level(self, levels: Any, final: str = "zero", sigma_min: float | None = None) -> np.ndarray:
+        return vdm_ref.with_final_level(levels, final, sigma_min)[:-1]  # the bug
+
+
+class SigmaMinForZero(_OwnFinalLevel):
+    """The final level is sigma_min (the last level unless given) where zero was asked (spec 15.6):
+    the last step has length zero, or stops at sigma_min, instead of returning clean data."""
+
+    name = "broken-sigma-min-for-zero"
+
+    def with_final_level(self, levels: Any, final: str = "zero", sigma_min: float | None = None) -> np.ndarray:
+        vdm_ref.with_final_level(levels, final, sigma_min)  # only for its argument checks (spec 1.7)
+        return vdm_ref.with_final_level(levels, "sigma_min", sigma_min)  # the bug: "zero" is read as "sigma_min"
+
+
 # Each broken backend and the clauses (ops) it must fail; every other clause must pass.
 BREAKS: dict[type, frozenset[str]] = {
     StrideDDIM: frozenset({"sample"}),
@@ -350,4 +403,8 @@ BREAKS: dict[type, frozenset[str]] = {
     TorchNoStopGradient: frozenset({"hybrid_loss"}),  # needs torch
     FlippedFlowVelocity: frozenset({"to_x0_eps", "from_x0_eps", "process_simple_loss"}),
     PositiveVOut: frozenset({"edm_preconditioning"}),
+    DoubleFlowShift: frozenset({"flow_levels"}),
+    # 15.7 ends with the final level of 15.6, so a broken final level fails both.
+    DroppedFinalLevel: frozenset({"with_final_level", "flow_levels"}),
+    SigmaMinForZero: frozenset({"with_final_level", "flow_levels"}),
 }

@@ -728,6 +728,18 @@ GENERATORS.update({op: _process_generator(op) for op in (
 )})
 
 
+def _sigma_generator(op: str) -> Callable[[Draw, str], Case]:
+    def gen(d: Draw, dtype: str) -> Case:
+        from .sigma_cases import SIGMA_GENERATORS  # spec 15: those cases live in their own module
+
+        return SIGMA_GENERATORS[op](d, dtype)
+
+    return gen
+
+
+GENERATORS.update({op: _sigma_generator(op) for op in ("karras_sigmas", "with_final_level", "flow_levels")})
+
+
 def random_case(op: str, d: Draw, dtype: str, k: int) -> Case:
     case = GENERATORS[op](d, dtype)
     case.id = f"random/{op}/{k}"

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .example_processes import ProcessOps
+from .example_sigmas import SigmaOps
 
 T_ = TypeVar("T_")
 _DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
@@ -118,7 +119,7 @@ _VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 _SAMPLERS = {"ddpm": ("ddpm_step", "variance"), "ddim": ("ddim_step", "eta")}
 
 
-class ExampleBackend(ProcessOps):  # spec 14 / 16 ops: example_processes.py
+class ExampleBackend(ProcessOps, SigmaOps):  # spec 14 / 16: example_processes.py; 15: example_sigmas.py
     """Spec v1 in NumPy at float64, float32 or float16."""
 
     name = "example-numpy"

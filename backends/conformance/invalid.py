@@ -22,7 +22,7 @@ from . import cases as C
 Mutation = tuple[str, C.Case, tuple[str, ...]]
 
 # The names clause 1.7 lists, where an op takes them.
-NAMED_CHOICES = ("name", "spacing", "prediction", "variance", "sampler")
+NAMED_CHOICES = ("name", "spacing", "prediction", "variance", "sampler", "final", "time_shift")
 
 
 def _float_inputs(case: C.Case) -> list[str]:
@@ -122,6 +122,13 @@ def _n_above_t(case: C.Case) -> list[Mutation]:
     return [("N-above-T", _with(case, "N-above-T", params={"N": int(case.params["T"]) + 1}), ("N", "T"))]
 
 
+def _no_levels(case: C.Case) -> list[Mutation]:
+    """A schedule of noise levels (spec 15) with N = 0 steps: it has at least one."""
+    if not isinstance(case.params.get("N"), int) or "T" in case.params:
+        return []
+    return [("N-below-1", _with(case, "N-below-1", params={"N": 0}), ("N",))]
+
+
 def _noise_rows(case: C.Case) -> list[Mutation]:
     """The loop's noise with N rows instead of N + 1 (spec 7.6)."""
     if case.op != "sample" or "noise" not in case.inputs:
@@ -137,6 +144,7 @@ MUTATIONS: dict[str, Callable[[C.Case], list[Mutation]]] = {
     "mismatched-shapes": _mismatched_shapes,
     "unknown-name": _unknown_names,
     "N-above-T": _n_above_t,
+    "N-below-1": _no_levels,
     "noise-shape": _noise_rows,
 }
 

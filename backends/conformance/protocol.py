@@ -31,6 +31,8 @@ OPS: tuple[str, ...] = (
     # spec 2.0.0, sections 14 and 16: noise processes and their training objectives
     "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
     "alpha_sigma_from_edm_sigma",
+    # section 15: noise-level schedules for sampling
+    "karras_sigmas", "with_final_level", "flow_levels",
     "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss", "edm_loss_weight",
     "process_min_snr_weight",
     "solve",
@@ -45,6 +47,8 @@ NO_SCHEDULE: frozenset[str] = frozenset({
     "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
     "alpha_sigma_from_edm_sigma", "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss",
     "edm_loss_weight", "process_min_snr_weight",
+    # section 15: schedules of noise levels (float64 host data, like the tables of 2.6)
+    "karras_sigmas", "with_final_level", "flow_levels",
 })
 
 # Names of the outputs of ops that return more than one array (everything else: "out").
