@@ -151,6 +151,30 @@ def test_random_cases_alone_catch_each_broken_backend(cls: type) -> None:
         assert checks.check_op(adapter, op, "float64", golden=False, e2e=False, **FAST).status == "fail"
 
 
+def test_double_flow_shift_is_the_squared_shift_near_s_min() -> None:
+    """Spec 15.2: shifts compose by multiplying. The mutant's last level (before the final one) is the
+    shift k^2 of s_min, the levels of 15.7 its shift k; closed forms, not the reference."""
+    k, s_min, n = 3.0, 1e-3, 50
+    bad = broken.DoubleFlowShift().flow_levels(n, shift=k, s_min=s_min)
+    good = NumpyAdapter().flow_levels(n, shift=k, s_min=s_min)
+    assert bad[-2] == pytest.approx(k * k * s_min / (1 + (k * k - 1) * s_min), rel=1e-12)
+    assert good[-2] == pytest.approx(k * s_min / (1 + (k - 1) * s_min), rel=1e-12)
+    assert bad[0] == good[0] == 1.0 and bad[-1] == good[-1] == 0.0
+
+
+def test_noise_level_schedules_are_checked_in_float64_at_every_dtype() -> None:
+    """Spec 9 / 15: levels are host data, so a backend that computes Karras levels in float32 fails
+    the float32 run too (a per-dtype tolerance would let it through)."""
+
+    class Float32Karras(NumpyAdapter):
+        def karras_sigmas(self, N, sigma_min=0.002, sigma_max=80.0, rho=7.0):  # type: ignore[no-untyped-def]
+            return vdm_ref.karras_sigmas(N, sigma_min, sigma_max, rho).astype(np.float32)
+
+    assert protocol.tolerance_for("karras_sigmas", "float32") == protocol.tolerance_for("karras_sigmas", "float64")
+    assert checks.check_op(NumpyAdapter(dtype="float32"), "karras_sigmas", "float32", **FAST).status == "pass"
+    assert checks.check_op(Float32Karras(dtype="float32"), "karras_sigmas", "float32", **FAST).status == "fail"
+
+
 def test_ideal_denoiser_sampling_catches_noise_on_the_last_step() -> None:
     tol = protocol.tolerance_for("sample", "float64")
     landing = next(c for c in checks.E2E_CHECKS if c.kind == "points")
