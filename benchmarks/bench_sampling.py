@@ -1,6 +1,6 @@
 """Denoiser and sampling-loop speed: PyTorch eager vs ONNX Runtime (CPU; CUDA/TensorRT with a GPU).
 
-    python benchmarks/bench_sampling.py [--json out.json] [--shapes quickstart,small] [--profile]
+    python benchmarks/bench_sampling.py [--json out.json] [--shapes quickstart,small] [--profile] [--solvers]
 
 For each shape (the quickstart's sampling batch, and the ``small`` preset at a small batch):
 
@@ -9,6 +9,11 @@ For each shape (the quickstart's sampling batch, and the ``small`` preset at a s
   overhead in percent of the loop time, for ORT's plain and IOBinding loops and for torch;
 - peak RSS of each measurement, each run in its own subprocess so the numbers do not mix;
 - export time of each exporter, and a few ORT session-option variants at the quickstart shape.
+
+``--solvers`` instead measures the solvers of spec 17 in ONNX Runtime (CPU; CUDA where present): per
+solver, the time of a step split into the network's session runs, the solver step graphs' runs and
+the host work left (Python, binding, copies), for the plain and IOBinding loops and, for comparison,
+the float64 host reference loop. Target: host work <= 3% of a step.
 
 ``--profile`` adds the top operators from ORT's profiler and the torch profiler. Targets (CPU):
 ORT >= 2x faster than torch eager per step at the small shape; sampler overhead <= 3% of the loop.
@@ -59,7 +64,8 @@ def _peak_rss_mb() -> float:
 
 def _model(shape: dict[str, Any]) -> Any:
     import torch
-    from vdm.backends.torch.models.unet import VideoUNet, preset
+    from vdm.backends.torch.models import preset
+    from vdm.backends.torch.models.unet import VideoUNet
 
     torch.manual_seed(0)
     model = VideoUNet(preset(shape["preset"], **shape["overrides"])).eval()
@@ -348,6 +354,127 @@ def print_tables(results: dict[str, Any]) -> None:
                   f"{TARGET_SPEEDUP}x at small); sampler share of a step {ovh:.2f}% (target <= {TARGET_OVERHEAD}%)")
 
 
+# --------------------------------------------------------------------------- --solvers (spec 17 in ORT)
+
+
+class _TimedSession:
+    """An ORT session that adds the wall time of its runs to ``clock[key]``."""
+
+    def __init__(self, sess: Any, clock: dict[str, float], key: str) -> None:
+        self._sess, self._clock, self._key = sess, clock, key
+
+    def _timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._clock[self._key] += time.perf_counter() - t0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self._sess.run, *args, **kwargs)
+
+    def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self._sess.run_with_iobinding, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sess, name)
+
+
+def solver_rows(shape: dict[str, Any], model_path: Path, device: str, threads: int, n: int,
+                reps: int) -> dict[str, Any]:
+    """Per solver and loop: ms per step and its split into network, step graphs and host work (the rest)."""
+    from vdm.backends import sampling
+    from vdm.backends.ort.session import OrtDenoiser, StepSessions
+
+    import vdm_ref
+
+    clock = {"net": 0.0, "graph": 0.0}
+    den = OrtDenoiser(model_path, device=device, threads=threads)
+    den.session = _TimedSession(den.session, clock, "net")
+    steps = StepSessions(den.choice)
+    plain_get = steps.get
+    wrapped: dict[Any, Any] = {}
+
+    def timed_get(key: Any) -> Any:
+        if key not in wrapped:
+            wrapped[key] = _TimedSession(plain_get(key), clock, "graph")
+        return wrapped[key]
+
+    steps.get = timed_get  # type: ignore[method-assign]
+    model = sampling.load_model(model_path, "ort", device=device)
+    b, f, s = shape["batch"], shape["frames"], shape["size"]
+    rows: dict[str, Any] = {}
+    loops = {"plain": lambda lv, z, o: sampling._ort_solve(den, lv, z, None, o, den.info.in_channels, None, None,
+                                                           steps=steps, io_binding=False),
+             "iobinding": lambda lv, z, o: sampling._ort_solve(den, lv, z, None, o, den.info.in_channels, None, None,
+                                                               steps=steps, io_binding=True),
+             "host f64": lambda lv, z, o: sampling._ort_solve_host(den, lv, z, None, o, den.info.in_channels, None,
+                                                                   None)}
+    for solver in vdm_ref.SOLVERS:
+        o = sampling.SamplingOptions(sampler=solver, steps=n, batch_size=b, frames=f, size=s)
+        plan = sampling.plan_sampling(model, b, o)
+        z = sampling.batch_noise(0, plan, 0, b)
+        calls = vdm_ref.network_calls(solver, vdm_ref.solver_grid(plan.levels.alphas, plan.levels.sigmas))
+        for loop, fn in loops.items():
+            fn(plan.levels, z, o)  # warm-up: sessions, kernel selection, allocations
+            best = None
+            for _ in range(reps):
+                clock.update(net=0.0, graph=0.0)
+                t0 = time.perf_counter()
+                fn(plan.levels, z, o)
+                wall = time.perf_counter() - t0
+                if best is None or wall < best[0]:
+                    best = (wall, clock["net"], clock["graph"])
+            wall, net, graph = best
+            host = wall - net - graph
+            rows[f"{solver} {loop}"] = {"solver": solver, "loop": loop, "steps": n, "calls": calls,
+                                        "step_s": wall / n, "net_s": net / n, "graph_s": graph / n,
+                                        "host_s": host / n, "host_pct": 100.0 * host / wall,
+                                        "update_pct": 100.0 * (host + graph) / wall}
+    return rows
+
+
+def run_solvers(shapes: list[str], threads: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+    from vdm.export.onnx_export import ExportOptions, export_model
+
+    results: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                    "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count(), "threads": threads,
+                    "load_avg": os.getloadavg()},
+        "solvers": {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="vdm_bench_"))
+    for name in shapes:
+        shape = SHAPES[name]
+        model = _model(shape)
+        path = tmp / f"{name}.onnx"
+        export_model(model, _meta(model), path, ExportOptions(exporter="legacy"))
+        for dev in [d for d in _devices() if d != "tensorrt"]:
+            n = max(shape["loop_steps"], 4)
+            results["solvers"][f"{name} {dev}"] = solver_rows(shape, path, dev, threads, n,
+                                                              reps=3 if name == "quickstart" else 1)
+    return results
+
+
+def print_solver_tables(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    print(f"# bench_sampling --solvers: onnxruntime {m['onnxruntime']}, {m['cpu_count']} CPUs, {m['threads']} "
+          f"threads, load avg {m['load_avg'][0]:.1f}")
+    for name, rows in results["solvers"].items():
+        print(f"\n## {name}: ms per step (N = {next(iter(rows.values()))['steps']} steps) split into the network's "
+              "runs, the step graphs' runs and the host work left")
+        print(f"{'solver':<16} {'loop':<10} {'calls':>5} {'ms/step':>9} {'network':>9} {'graphs':>9} {'host':>9} "
+              f"{'host %':>7} {'update %':>8}")
+        for r in rows.values():
+            print(f"{r['solver']:<16} {r['loop']:<10} {r['calls']:5d} {_fmt_ms(r['step_s'])} {_fmt_ms(r['net_s'])} "
+                  f"{_fmt_ms(r['graph_s'])} {_fmt_ms(r['host_s'])} {r['host_pct']:6.2f}% {r['update_pct']:7.2f}%")
+        ort_rows = [r for r in rows.values() if r["loop"] != "host f64"]
+        worst = max(r["host_pct"] for r in ort_rows)
+        print(f"target: host work <= {TARGET_OVERHEAD}% of a step in the ORT loops; worst {worst:.2f}%")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         kind, shape = sys.argv[2], json.loads(sys.argv[3])
@@ -367,11 +494,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=physical_cores(), help="intra-op threads (default: physical cores)")
     ap.add_argument("--profile", action="store_true", help="top operators from the ORT and torch profilers")
     ap.add_argument("--no-variants", action="store_true", help="skip the ORT session-option experiments")
+    ap.add_argument("--solvers", action="store_true",
+                    help="only the spec-17 solvers in ORT: the host-work share of a step per solver and loop")
     args = ap.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         ap.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+    if args.solvers:
+        results = run_solvers(shapes, args.threads)
+        print_solver_tables(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            print(f"\nwrote {args.json}")
+        return
     results = run(shapes, [e for e in args.exporters.split(",") if e], args.profile, not args.no_variants,
                   args.threads)
     print_tables(results)
