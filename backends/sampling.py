@@ -496,6 +496,8 @@ def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o
     cfg = sl.SolveConfig(o.clip, o.threshold, guidance=o.guidance if guided else None)
     prepared = sl.prepare(program, levels, cfg)
     ym = np.concatenate([labels, np.full_like(labels, null_class)]) if guided else labels
+    if ym is None and "y" in getattr(den, "input_names", ()):  # a conditional model called unconditionally
+        ym = np.full(z.shape[1], null_class, np.int64)
     x = (z[0].astype(np.float64) * lv.initial_scale()).astype(np.float32)
 
     def draw(i: int) -> np.ndarray:  # step i's noise is entry i + 1 of the sample's noise (spec 7.6 / 17.2)

@@ -192,6 +192,7 @@ class _Net:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 9
         self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self.input_names = ["x", "t", "y"]
         self.choice = choose_providers("cpu")
         self.device = "cpu"
 
@@ -244,6 +245,11 @@ def test_ort_solve_plain_and_bound_equal_the_host_reference_loop(solver, family,
         assert got.dtype == np.float32 and got.shape == shape
         assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max())), bound
     assert seen[-1] == (lv.n_steps, lv.n_steps)
+    # Without labels, a conditional model sees its null class in both loops, as the host loop gives it.
+    want_null = sampling._ort_solve_host(net, lv, z, None, o, 1, 3, None)
+    for bound in (False, True):
+        got = sampling._ort_solve(net, lv, z, None, o, 1, 3, None, steps=steps, io_binding=bound)
+        assert np.abs(got - want_null).max() <= 1e-4 * max(1.0, float(np.abs(want_null).max())), bound
     if extra.get("guidance"):  # guidance changes the answer: the comparison above can fail
         plain = sampling._ort_solve_host(net, lv, z, labels, sampling.SamplingOptions(sampler=solver, steps=6), 1,
                                          3, None)
