@@ -270,3 +270,32 @@ def test_the_bound_loop_keeps_a_few_device_buffers():
             regs[c.x0_to] = new[0]
         regs.update(zip(c.outputs, new[1:], strict=True))
     assert len(made) <= 7
+
+
+def test_every_reference_solver_has_an_ort_program():
+    """The ORT table names exactly vdm_ref's solvers (a new solver of spec 17 needs its calls here)."""
+    assert tuple(ss.SOLVER_CALLS) == tuple(vdm_ref.SOLVERS)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kit_passes_the_ort_solve(dtype):
+    """`vdm conformance ort` covers spec 17: the kit's solve cases, call-pattern checks, the refused
+    repeated level and (float64) the measured orders of convergence all pass on the step graphs."""
+    from vdm.backends.conformance.checks import check_op
+    from vdm.backends.ort.conformance import OrtStepBackend
+
+    res = check_op(OrtStepBackend(dtype=dtype), "solve", dtype, n_random=20)
+    assert res.status == "pass" and res.n_failed == 0, res.reason
+    assert res.n_cases >= 20 + len(vdm_ref.SOLVERS)
+
+
+def test_unknown_solver_and_options_are_refused_like_the_reference(steps):
+    x = np.zeros((1, 1, 1, 1, 1))
+    a, s = np.array([0.5, 1.0]), np.array([1.0, 0.0])
+    with pytest.raises(ValueError, match="unknown solver"):
+        sl.solve_denoiser(lambda v, i: v, x, a, s, "rk4", None, steps)
+    with pytest.raises(ValueError, match="options"):
+        sl.solve_denoiser(lambda v, i: v, x, a, s, "euler", None, steps, eta=0.5)
+    with pytest.raises(ValueError, match="noise"):
+        sl.solve_denoiser(lambda v, i: v, x, np.array([0.5, 0.8]), np.array([1.0, 0.5]), "euler_ancestral", None,
+                          steps)

@@ -152,7 +152,9 @@ def call_coefficients(call: Call, x0_coef: tuple[float, float], next_scale: floa
 def check_solve_inputs(solver: str, alphas: object, sigmas: object, x: object, noise: object,
                        options: dict[str, float]) -> tuple[S.Grid, np.ndarray, np.ndarray | None]:
     """vdm_ref.solve's argument checks (spec 1.7, 17.1, 17.2), shared so both loops refuse alike."""
-    row = S._solver(solver)
+    if solver not in S.SOLVERS:
+        raise ValueError(f"argument 'solver': unknown solver {solver!r}; choose one of {tuple(S.SOLVERS)}")
+    row = S.SOLVERS[solver]
     unknown = set(options) - set(row.options)
     if unknown:
         raise ValueError(f"solver {solver!r} takes the options {row.options}, not {sorted(unknown)}")
