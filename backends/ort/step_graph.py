@@ -21,6 +21,10 @@ learned_range variance, ``m * exp(h0 + h1 * v) * noise`` with v the variance cha
 With classifier-free guidance (spec 7.5) the model ran on the batch [cond; uncond] and the
 graph combines the halves itself; it then also emits ``x_model`` = [x_next; x_next], the next
 model input, so the latent never leaves the device between steps.
+
+The solvers of spec 17 share one more graph, :func:`build_solver_step` (x0 conversion, then linear
+combinations of the latent, x0 and the solver's history with per-call coefficients); their programs
+and coefficients are in solver_steps.py, their loops in solver_loop.py.
 """
 
 from __future__ import annotations
