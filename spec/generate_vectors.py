@@ -511,6 +511,23 @@ def cases_alpha_sigma_from_edm_sigma(o: Op) -> None:
     o.add(None, {"family": "edm"}, sigma_edm=np.array([0.0, 0.5, 80.0]))
 
 
+def cases_flow_shift(o: Op) -> None:
+    """Spec 15.2: the identity, shifts above and below 1, both fixed ends and levels near s_min."""
+    s = np.array([0.0, 1e-3, 0.02, 0.25, 0.5, 0.9, 0.999, 1.0])
+    for shift in (1.0, 3.0, 0.5, 7.0, 9.0):
+        o.add(None, {"shift": shift}, s=s)
+    o.add(None, {"shift": 2.5}, s=o.uniform((6,), 0.0, 1.0))
+
+
+def cases_vp_sigmas(o: Op) -> None:
+    """Spec 15.8: a cosine table at trailing timesteps, a zero-terminal-SNR table (inf) and abar = 1."""
+    cos, zts = vdm_ref.make_schedule("cosine", 1000), vdm_ref.make_schedule("linear", 1000, zero_terminal_snr=True)
+    steps = vdm_ref.inference_timesteps(1000, 10, "trailing")
+    o.add(None, {}, abar=cos.abar_at(steps))
+    o.add(None, {}, abar=zts.abar_at(steps))
+    o.add(None, {}, abar=np.array([1.0, 0.5, 1e-4]))
+
+
 def cases_karras_sigmas(o: Op) -> None:
     """Spec 15.5: defaults (80 .. 0.002, rho 7), N = 1 and 2, another range, rho = 1 (uniform in sigma)."""
     for n in (1, 2, 10, 40):
@@ -665,9 +682,11 @@ CASES: dict[str, Callable[[Op], None]] = {
     "from_x0_eps": cases_from_x0_eps,
     "edm_preconditioning": cases_edm_preconditioning,
     "alpha_sigma_from_edm_sigma": cases_alpha_sigma_from_edm_sigma,
+    "flow_shift": cases_flow_shift,
     "karras_sigmas": cases_karras_sigmas,
     "with_final_level": cases_with_final_level,
     "flow_levels": cases_flow_levels,
+    "vp_sigmas": cases_vp_sigmas,
     "flow_level_from_uniform": cases_flow_level_from_uniform,
     "edm_sigma_from_uniform": cases_edm_sigma_from_uniform,
     "process_simple_loss": cases_process_simple_loss,

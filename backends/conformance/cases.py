@@ -737,7 +737,8 @@ def _sigma_generator(op: str) -> Callable[[Draw, str], Case]:
     return gen
 
 
-GENERATORS.update({op: _sigma_generator(op) for op in ("karras_sigmas", "with_final_level", "flow_levels")})
+GENERATORS.update({op: _sigma_generator(op) for op in (
+    "flow_shift", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas")})
 
 
 def random_case(op: str, d: Draw, dtype: str, k: int) -> Case:

@@ -1,7 +1,8 @@
 """The example backend's noise-level schedules (spec 15), in plain NumPy, written from the papers'
-forms rather than the reference's: Karras' levels through logarithms, every flow shift as a move of
-the level's log-odds (shift k adds ln k to logit(s); the resolution-dependent shift adds mu, or
-ln mu), uniform levels by ``np.linspace`` and the terminal stretch as a rescale of 1 - s.
+forms rather than the reference's: Karras' levels through logarithms, vp levels as sigma / alpha,
+every flow shift as a move of the level's log-odds (shift k adds ln k to logit(s); the
+resolution-dependent shift adds mu, or ln mu), uniform levels by ``np.linspace`` and the terminal
+stretch as a rescale of 1 - s.
 
 Levels are float64 host data at every compute dtype (spec 15, as the tables of 1.6), so nothing
 here is cast to the backend's dtype. ``SigmaOps`` is a mixin with no state of its own.
@@ -48,7 +49,7 @@ def _shift_odds(s: np.ndarray, log_k: float) -> np.ndarray:
 
 
 class SigmaOps:
-    """Spec 15.5 - 15.7 for the example backend."""
+    """Spec 15.2 and 15.5 - 15.8 for the example backend."""
 
     def karras_sigmas(self, N: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                       rho: float = 7.0) -> np.ndarray:
@@ -96,3 +97,17 @@ class SigmaOps:
             rest = 1.0 - s  # the stretch rescales the distance to 1 so that the last one is 1 - terminal
             s = 1.0 - rest * ((1.0 - terminal) / rest[-1])
         return self.with_final_level(s, final)
+
+    def flow_shift(self, s: Any, shift: float) -> np.ndarray:
+        lv = np.asarray(s, dtype=np.float64)
+        if not np.all(np.isfinite(lv)) or np.any((lv < 0) | (lv > 1)):
+            raise ValueError("argument 's' must hold finite flow levels in [0, 1]")
+        return _shift_odds(lv, math.log(_positive("shift", shift)))
+
+    def vp_sigmas(self, abar: Any) -> np.ndarray:
+        a = np.asarray(abar, dtype=np.float64)
+        if not np.all(np.isfinite(a)) or np.any((a < 0) | (a > 1)):
+            raise ValueError("argument 'abar' must hold finite values in [0, 1]")
+        # sigma / alpha of the vp pair (sqrt(abar), sqrt(1 - abar)), 14.6; alpha = 0 is infinitely noisy.
+        with np.errstate(divide="ignore"):
+            return np.where(a > 0, np.sqrt(1.0 - a) / np.sqrt(np.where(a > 0, a, 1.0)), np.inf)

@@ -32,7 +32,7 @@ OPS: tuple[str, ...] = (
     "alpha_sigma", "network_condition", "to_x0_eps", "from_x0_eps", "edm_preconditioning",
     "alpha_sigma_from_edm_sigma",
     # section 15: noise-level schedules for sampling
-    "karras_sigmas", "with_final_level", "flow_levels",
+    "flow_shift", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas",
     "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss", "edm_loss_weight",
     "process_min_snr_weight",
     "solve",
@@ -48,7 +48,7 @@ NO_SCHEDULE: frozenset[str] = frozenset({
     "alpha_sigma_from_edm_sigma", "flow_level_from_uniform", "edm_sigma_from_uniform", "process_simple_loss",
     "edm_loss_weight", "process_min_snr_weight",
     # section 15: schedules of noise levels (float64 host data, like the tables of 2.6)
-    "karras_sigmas", "with_final_level", "flow_levels",
+    "flow_shift", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas",
 })
 
 # Names of the outputs of ops that return more than one array (everything else: "out").

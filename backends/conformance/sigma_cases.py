@@ -82,3 +82,20 @@ SIGMA_GENERATORS: dict[str, Callable[[Draw, str], Case]] = {
     "with_final_level": gen_with_final_level,
     "flow_levels": gen_flow_levels,
 }
+
+
+def gen_flow_shift(d: Draw, dtype: str) -> Case:
+    s = d.uniform_array((d.integer(1, 8),), 0.0, 1.0)
+    if d.choice((False, True)):
+        s[0] = d.choice((0.0, 1.0, 1e-3))  # the fixed ends, and where a shift moves a level most
+    return _case("flow_shift", {"shift": d.choice((1.0, 3.0, 5.0, 0.5, 7.0, d.uniform(0.1, 20.0)))}, {"s": s})
+
+
+def gen_vp_sigmas(d: Draw, dtype: str) -> Case:
+    abar = d.uniform_array((d.integer(1, 8),), 1e-4, 1.0)
+    if d.choice((False, True)):
+        abar[0] = d.choice((0.0, 1.0))  # zero terminal SNR (sigma = inf) and clean data (sigma = 0)
+    return _case("vp_sigmas", {}, {"abar": abar})
+
+
+SIGMA_GENERATORS.update({"flow_shift": gen_flow_shift, "vp_sigmas": gen_vp_sigmas})
