@@ -116,6 +116,11 @@ class TorchAdapter:
             return torch.as_tensor(value, dtype=torch.float64).to(device=self.device, dtype=self._tdtype)
         return value
 
+    def _host(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return self._torch.as_tensor(value, dtype=self._torch.float64)
+        return self._in(value)
+
     def _out(self, value: Any) -> Any:
         torch = self._torch
         if isinstance(value, tuple):
@@ -178,10 +183,15 @@ class TorchAdapter:
 
 
 def _torch_op(op: str) -> Callable[..., Any]:
+    # Noise-level schedules (spec 15) are host data: their level arrays go in as float64 CPU tensors,
+    # as a sampler hands them over, not as data on the device in the compute dtype.
+    host_float64 = bool(tolerances()["ops"].get(op, {}).get("tables_always_float64"))
+
     def method(self: TorchAdapter, *args: Any, **kwargs: Any) -> Any:
         fn = getattr(self._ops, op)
+        convert = self._host if host_float64 else self._in
         with self._ops.validation(self.validation):
-            return self._out(fn(*(self._in(a) for a in args), **{k: self._in(v) for k, v in kwargs.items()}))
+            return self._out(fn(*(convert(a) for a in args), **{k: convert(v) for k, v in kwargs.items()}))
 
     method.__name__ = op
     method.__doc__ = f"vdm.backends.torch.ops.{op} on NumPy arrays."

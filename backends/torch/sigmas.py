@@ -139,7 +139,7 @@ def with_final_level(levels: object, final: str = "zero", sigma_min: float | Non
     last = FINAL_LEVELS[final](levels, low)
     if not 0.0 <= last <= float(levels[-1]):
         raise ValueError(f"argument 'sigma_min': the final level {last} must lie in [0, {float(levels[-1])}]")
-    return torch.cat([levels, torch.tensor([last], dtype=F64)])
+    return torch.cat([levels, torch.tensor([last], dtype=F64, device=levels.device)])  # levels may be on a GPU
 
 
 def flow_levels(
