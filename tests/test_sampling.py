@@ -90,8 +90,8 @@ def test_bad_options_are_one_line_errors(ckpt):
 
 
 def test_solvers_run_on_both_backends_within_parity(ckpt):
-    """Every solver of spec 17 samples a vp checkpoint on torch and on ONNX Runtime (whose solver loop
-    is the float64 reference on the host) from the same noise, within the backends' parity."""
+    """Every solver of spec 17 samples a vp checkpoint on torch and on ONNX Runtime (its solver steps as
+    ONNX graphs) from the same noise, within the backends' parity."""
     path, onnx_path = ckpt
     torch_m, ort_m = sampling.load_model(path, "torch"), sampling.load_model(onnx_path, "ort")
     for solver in vdm_ref.SOLVERS:
