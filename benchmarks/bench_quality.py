@@ -1,6 +1,12 @@
-"""Sample quality against network calls, part 1: every solver of spec 17 on the ideal Gaussian denoiser.
+"""Sample quality against network calls: every solver of spec 17 on the ideal Gaussian denoiser
+(part 1), and on a trained checkpoint with the moving-shapes metrics (part 2, ``--ckpt``).
 
     python benchmarks/bench_quality.py [--json out.json] [--budgets 5,10,20,50]
+        [--ckpt out/quickstart/train/last.safetensors --num 64 --seeds 2] [--plot quality.png]
+
+Part 2 samples the checkpoint (torch, CPU) with each sampler at each budget from the same noise
+(the sampling seed), scores the clips with the structure metrics of `vdm eval` and times each
+sample; over ``--seeds`` sampling seeds it reports the mean and spread.
 
 Data x0 ~ N(mu, std^2) per element; the denoiser is the exact one (spec 14.8 (a)), so every error
 is the solver's. For each noise process (vp cosine with trailing timesteps, flow with shift 3,
@@ -116,19 +122,93 @@ def table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
+CKPT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp_2m", "unipc")
+CKPT_METRICS = ("coherent_fraction", "count_consistency", "velocity_residual")
+
+
+def run_checkpoint(ckpt: Path, budgets: tuple[int, ...], num: int, seeds: int) -> list[dict[str, Any]]:
+    """Part 2: the structure metrics of ``num`` clips per (sampler, budget, seed), timed."""
+    import time
+
+    import torch
+    from vdm.backends import sampling
+    from vdm.backends.torch.evaluation.shape_metrics import clip_metrics
+
+    torch.set_num_threads(1)
+    model = sampling.load_model(ckpt, "torch")
+    rows = []
+    for sampler in CKPT_SAMPLERS:
+        for budget in budgets:
+            steps = max(1, (budget + 1) // 2) if sampler == "heun" else budget  # heun: 2 calls a step, 1 last
+            per_seed, seconds = [], 0.0
+            for seed in range(seeds):
+                options = sampling.SamplingOptions(sampler=sampler, steps=steps, batch_size=num)
+                t0 = time.perf_counter()
+                videos = sampling.sample_videos(model, num, seed, options)
+                seconds += time.perf_counter() - t0
+                per_seed.append(clip_metrics(videos))
+            rows.append({"sampler": sampler, "budget": budget, "steps": steps,
+                         "mean": {m: float(np.mean([r[m] for r in per_seed])) for m in CKPT_METRICS},
+                         "spread": {m: float(np.ptp([r[m] for r in per_seed])) for m in CKPT_METRICS},
+                         "seconds_per_sample": seconds / (seeds * num)})
+    return rows
+
+
+def checkpoint_table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
+    lines = ["coherent fraction / velocity residual (mean over seeds; spread = max - min) and ms per sample"]
+    head = f"{'sampler':10}" + "".join(f"{f'{b} calls':>30}" for b in budgets)
+    lines += [head, "-" * len(head)]
+    for sampler in CKPT_SAMPLERS:
+        cells = []
+        for b in budgets:
+            r = next(r for r in rows if (r["sampler"], r["budget"]) == (sampler, b))
+            cells.append(f"{r['mean']['coherent_fraction']:.2f}±{r['spread']['coherent_fraction']:.2f} / "
+                         f"{r['mean']['velocity_residual']:.3f} {1e3 * r['seconds_per_sample']:5.0f}ms")
+        lines.append(f"{sampler:10}" + "".join(f"{c:>30}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot(path: Path, rows: list[dict[str, Any]], ckpt_rows: list[dict[str, Any]]) -> None:
+    from vdm.backends import media
+
+    panels = [(f"{process}: 2-Wasserstein to the data (ideal Gaussian denoiser) against network calls",
+               [(solver, [r["calls"] for r in rows if (r["process"], r["solver"]) == (process, solver)],
+                 [r["w2"] for r in rows if (r["process"], r["solver"]) == (process, solver)])
+                for solver in S.SOLVERS]) for process in PROCESSES]
+    if ckpt_rows:
+        panels.append(("quickstart checkpoint: coherent fraction against network calls",
+                       [(sampler, [r["budget"] for r in ckpt_rows if r["sampler"] == sampler],
+                         [r["mean"]["coherent_fraction"] for r in ckpt_rows if r["sampler"] == sampler])
+                        for sampler in CKPT_SAMPLERS]))
+    media.save_line_plots(path, panels, x_label="network calls",
+                          log_y=[True] * len(PROCESSES) + ([False] if ckpt_rows else []))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="network-call budgets, comma-separated")
+    ap.add_argument("--ckpt", type=Path, help="part 2: a trained moving-shapes checkpoint")
+    ap.add_argument("--num", type=int, default=64, help="part 2: clips per (sampler, budget, seed)")
+    ap.add_argument("--seeds", type=int, default=2, help="part 2: sampling seeds")
+    ap.add_argument("--plot", type=Path, help="write quality against calls as a PNG")
     args = ap.parse_args()
     budgets = tuple(int(b) for b in args.budgets.split(","))
     rows = run(budgets)
     print(table(rows, budgets))
+    ckpt_rows = run_checkpoint(args.ckpt, budgets, args.num, args.seeds) if args.ckpt else []
+    if ckpt_rows:
+        print()
+        print(checkpoint_table(ckpt_rows, budgets))
+    if args.plot:
+        plot(args.plot, rows, ckpt_rows)
+        print(f"\nwrote {args.plot}")
     if args.json:
         from vdm.backends.files import atomic_write_bytes
 
-        doc = {"benchmark": "bench_quality", "part": "ideal Gaussian denoiser", "data": {"mu": MU, "std": STD},
-               "spec_version": vdm_ref.SPEC_VERSION, "results": rows}
+        doc = {"benchmark": "bench_quality", "data": {"mu": MU, "std": STD},
+               "spec_version": vdm_ref.SPEC_VERSION, "results": rows, "checkpoint": str(args.ckpt or ""),
+               "checkpoint_results": ckpt_rows}
         atomic_write_bytes(args.json, (json.dumps(doc, indent=2) + "\n").encode())
         print(f"\nwrote {args.json}")
 
