@@ -227,7 +227,8 @@ def save_line_plots(
     log_y: Sequence[bool | None] = (),
 ) -> Path:
     """Panels stacked vertically, each ``(title, [(label, xs, ys), ...])``, as a PNG drawn with Pillow
-    (``size`` is one panel's). Series share a colour across panels and a legend in the first; non-finite
+    (``size`` is one panel's). Series share a colour by position and a legend in the first panel (a panel
+    with other series names gets its own); non-finite
     points are skipped. ``log_y[p]`` sets panel p's y axis: True logarithmic (points <= 0 dropped), False
     linear, None (default) logarithmic when its positive points span more than a factor of 100
     (``vdm schedule --plot``: log-SNR and sigma of several schedules)."""
@@ -281,7 +282,7 @@ def save_line_plots(
                 draw.line(xy, fill=colour, width=2)
             for x, y in xy:
                 draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-            if p == 0:
+            if p == 0 or [s_[0] for s_ in series] != [s_[0] for s_ in panels[0][1]]:  # its own legend if it differs
                 draw.text((box[0] + 8, box[1] + 6 + 12 * k), series[k][0][:48], fill=colour, font=font)
         draw.text((width // 2 - 12, y0 + height - 16), x_label + ("   (log y)" if use_log else ""), fill="black",
                   font=font)

@@ -25,7 +25,7 @@ _HINTS = {"count_consistency": "higher is better", "velocity_residual": "lower i
 
 
 # The quickstart's noise process and sampler per process; benchmarks/bench_process.py measured the choice.
-QUICKSTART_PROCESS = "vp"
+QUICKSTART_PROCESS = "flow"
 QUICKSTART_SAMPLERS = {"vp": "ddim", "flow": "euler", "edm": "euler"}
 
 
@@ -37,15 +37,15 @@ def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, 
     from vdm.backends.files import writing
     from vdm.backends.torch.evaluation import evaluate, write_report
     from vdm.backends.torch.training import QUICKSTART_TRAIN, train
+    from vdm.backends.torch.training.config import QUICKSTART_PROCESS_OPTIONS, resolve_config
     from vdm.export.onnx_export import export_checkpoint
 
 
     files: dict[str, Path] = {}
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    cfg = QUICKSTART_TRAIN.replace(out_dir=str(out / "train"), overwrite=True)
-    if process != cfg.process:  # the family's own prediction (v is vp's)
-        cfg = cfg.replace(process=process, prediction="")
+    cfg = resolve_config(None, {"process": process, **QUICKSTART_PROCESS_OPTIONS[process],
+                                "out_dir": str(out / "train"), "overwrite": True}, QUICKSTART_TRAIN)
     sampler = sampler or QUICKSTART_SAMPLERS[process]
     if train_steps is not None:  # testing only: a drastically shortened run
         cfg = cfg.replace(steps=train_steps, warmup_steps=min(cfg.warmup_steps, train_steps),

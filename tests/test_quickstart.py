@@ -31,7 +31,8 @@ def test_quickstart_end_to_end(tmp_path):
     assert set(report["rows"]) == {"samples", "real", "noise"}
     assert report["settings"]["backend"] == "onnxruntime"
     info = md.read_props({p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props})
-    assert info.prediction == "v" and info.schedule["name"] == "cosine"
+    assert info.process["family"] == "flow" and info.prediction == "flow"  # the measured default (README)
+    assert report["settings"]["sampling"]["sampler"] == "euler"
     assert "coherent_fraction" in (out / "eval.txt").read_text()
     assert "[4/4]" in res.stdout and "parity: max abs error" in res.stdout
 
@@ -42,15 +43,15 @@ def test_quickstart_rejects_bad_device(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_flow_trains_exports_and_samples_a_flow_model(tmp_path):
+def test_quickstart_vp_trains_the_measured_v_prediction_and_samples_with_ddim(tmp_path):
     out = tmp_path / "qs"
     res = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--train-steps", "2", "--num", "2",
-                                   "--steps", "2", "--process", "flow"])
+                                   "--steps", "2", "--process", "vp"])
     assert res.exit_code == 0, res.output
     info = md.read_props({p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props})
-    assert info.process["family"] == "flow" and info.prediction == "flow"
+    assert info.process["family"] == "vp" and info.prediction == "v" and info.schedule["name"] == "cosine"
     report = json.loads((out / "eval.json").read_text())
-    assert report["settings"]["sampling"]["sampler"] == "euler"
+    assert report["settings"]["sampling"]["sampler"] == "ddim"
     assert np.abs(np.load(out / "samples.npy")).max() > 0.05
 
 

@@ -284,9 +284,23 @@ def test_a_process_alone_takes_its_own_default_prediction():
     assert TrainConfig().prediction == "eps"
     assert [TrainConfig(process=p).prediction for p in vdm_ref.FAMILIES] == \
         [f.predictions[0] for f in vdm_ref.FAMILIES.values()]
-    assert resolve_config(None, {"process": "flow"}, QUICKSTART_TRAIN).prediction == "flow"  # not the base's v
-    assert resolve_config(None, {"process": "vp"}, QUICKSTART_TRAIN).prediction == "v"  # same process: kept
-    assert resolve_config(None, {"process": "flow", "prediction": "v"}, QUICKSTART_TRAIN).prediction == "v"
+    vp_v = TrainConfig(prediction="v")
+    assert resolve_config(None, {"process": "flow"}, vp_v).prediction == "flow"  # not the base's v
+    assert resolve_config(None, {"process": "vp"}, vp_v).prediction == "v"  # same process: kept
+    assert resolve_config(None, {"process": "flow", "prediction": "v"}, vp_v).prediction == "v"
+
+
+def test_a_new_process_drops_the_base_process_options():
+    """The quickstart base is flow with logit-normal levels: --process vp or edm must not inherit the
+    flow density (an error for them), while --process flow keeps it."""
+    assert QUICKSTART_TRAIN.process == "flow" and QUICKSTART_TRAIN.flow_density == "logit_normal"
+    vp = resolve_config(None, {"process": "vp"}, QUICKSTART_TRAIN)
+    assert (vp.process, vp.prediction, vp.flow_density) == ("vp", "eps", "uniform")
+    edm = resolve_config(None, {"process": "edm", "sigma_data": 0.7}, QUICKSTART_TRAIN)
+    assert (edm.flow_density, edm.sigma_data) == ("uniform", 0.7)
+    assert resolve_config(None, {"steps": 3}, QUICKSTART_TRAIN).flow_density == "logit_normal"
+    with pytest.raises(ValueError, match="does not use flow_density"):
+        resolve_config(None, {"process": "vp", "flow_density": "mode"}, QUICKSTART_TRAIN)
 
 
 def _app():

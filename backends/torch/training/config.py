@@ -277,12 +277,18 @@ RUNTIME_OPTIONS = frozenset({
 # samples score coherent_fraction ~0.7 in `vdm eval` (real clips 1.0, noise 0.0). v-prediction
 # mattered most (eps: ~0.25 at the same cost). One thread: on 2 shared cores OpenMP's second thread
 # mostly waits for a busy core (measured 12x slower when other jobs ran; idle, 2 threads gain <2x).
+# Rectified flow with logit-normal levels: on this budget it scored coherent 0.88 against vp-v's 0.78
+# (benchmarks/bench_process.py, README). QUICKSTART_PROCESS_OPTIONS holds each family's measured options.
 QUICKSTART_TRAIN = TrainConfig(
     preset="tiny", frames=8, size=16, channels=1, num_objects=1, schedule="cosine", timesteps=1000,
-    prediction="v", batch_size=16, steps=400, lr=1e-3, warmup_steps=50, grad_clip=1.0, ema_decay=0.99,
+    process="flow", prediction="", flow_density="logit_normal",
+    batch_size=16, steps=400, lr=1e-3, warmup_steps=50, grad_clip=1.0, ema_decay=0.99,
     checkpoint_every=200, preview_every=200, preview_steps=10, log_every=10, threads=1,
     out_dir="out/quickstart/train",
 )
+QUICKSTART_PROCESS_OPTIONS: dict[str, dict[str, Any]] = {
+    "flow": {"flow_density": "logit_normal"}, "vp": {"prediction": "v"}, "edm": {},
+}
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -320,8 +326,14 @@ def resolve_config(file: str | os.PathLike[str] | None = None, overrides: dict[s
     merged = (base or TrainConfig()).to_dict()
     given = load_config_file(file) if file is not None else {}
     given.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if given.get("process", merged["process"]) != merged["process"] and "prediction" not in given:
-        merged["prediction"] = ""  # a new process alone takes its own default prediction, not the base's
+    process = given.get("process", merged["process"])
+    if process != merged["process"]:  # a new process starts from its own defaults, not the base's options
+        if "prediction" not in given:
+            merged["prediction"] = ""
+        for family, names in _FAMILY_OPTIONS.items():
+            for name in names:
+                if family != process and name not in given:
+                    merged[name] = _default(name)
     merged.update(given)
     return TrainConfig.from_dict(merged)
 
