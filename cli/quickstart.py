@@ -2,8 +2,8 @@
 
 Run by ``make demo``. Trains the ``tiny`` preset on moving shapes with the training engineer's
 ``QUICKSTART_TRAIN`` settings (a few minutes on 2 CPU cores), exports the EMA weights to ONNX
-(validated against PyTorch), samples with DDIM in ONNX Runtime and scores the samples beside real
-held-out clips and noise.
+(validated against PyTorch), samples in ONNX Runtime (Euler on the default rectified-flow model)
+and scores the samples beside real held-out clips and noise.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         sampler: Annotated[str | None, typer.Option(
             help="Sampler (default: ddim for vp, euler for flow and edm).")] = None,
     ) -> None:
-        """Train the tiny preset on moving shapes, export to ONNX, sample with ONNX Runtime (DDIM) and
+        """Train the tiny preset on moving shapes (rectified flow), export to ONNX, sample with ONNX Runtime and
         evaluate; a few minutes on 2 CPU cores. Prints where each file is.
 
         Exit status: 0 done, 2 bad input, 3 a file in --out cannot be written."""
