@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail, require_extras
+from .errors import CANNOT_WRITE, fail, require_extras
 
 # The built-in backends that need an extra (numpy needs none; a module:attr backend brings its own).
 _BACKEND_EXTRAS = {"torch": "torch", "torch:cpu": "torch", "torch:cuda": "torch", "ort": "ort"}
@@ -39,9 +39,10 @@ def register(app: typer.Typer) -> None:
         allow_missing: Annotated[bool, typer.Option(
             "--allow-missing", help="Report ops the backend lacks as skipped instead of failed.")] = False,
     ) -> None:
-        """Check a backend against spec v1: golden vectors, random cases and ideal-denoiser sampling.
+        """Check a backend against the spec: golden vectors, random cases and ideal-denoiser sampling.
 
-        Exit status: 0 conformant, 1 a clause failed, 2 bad input.
+        Exit status: 0 conformant, 1 a clause failed, 2 bad input, 3 --report cannot be written (checked
+        before the run).
         """
         from rich.console import Console
         from vdm.backends.conformance.adapters import BackendError
@@ -51,6 +52,13 @@ def register(app: typer.Typer) -> None:
 
         if backend in _BACKEND_EXTRAS:
             require_extras(f"vdm conformance {backend}", _BACKEND_EXTRAS[backend])
+        from vdm.backends.files import WriteError, check_writable
+
+        if report is not None:
+            try:  # before the run: an unwritable report fails at once
+                check_writable(report)
+            except WriteError as exc:
+                fail(str(exc), CANNOT_WRITE)
         try:
             if case is not None:
                 case_target(case)  # a malformed id is bad input: one line, exit 2
@@ -75,8 +83,9 @@ def register(app: typer.Typer) -> None:
         if report is not None:
             try:
                 result.write(report)
-            except OSError as exc:
-                fail(f"cannot write report '{report}': {exc.strerror or exc}")
+            except OSError as exc:  # WriteError is one: it names the file and the cause
+                fail(str(exc) if isinstance(exc, WriteError) else f"cannot write {report}: {exc.strerror or exc}",
+                     CANNOT_WRITE)
             console.print(f"report written to {report}")
         if not result.ok:
             raise typer.Exit(1)

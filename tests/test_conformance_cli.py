@@ -163,3 +163,13 @@ def test_a_failure_prints_its_inputs_and_a_command_that_reproduces_it(tmp_path: 
     code, out, _ = invoke(*command.split()[2:], "--report", str(again))
     (result,) = json.loads(again.read_text())["results"]
     assert code == 1 and result["n_cases"] == 1 and result["first_failure"]["message"] == failure["message"]
+
+
+def test_an_unwritable_report_fails_before_the_run_with_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep")
+    code, out, err = invoke("numpy", "--only", "5", "--report", str(tmp_path / "afile" / "r.json"))
+    assert code == 3, out + err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is a file, not a folder" in lines[0]
+    assert "posterior_mean" not in out  # refused before any check ran
+    assert (tmp_path / "afile").read_text() == "keep"
