@@ -70,7 +70,10 @@ def _npy_clip(path: Path, channels: int, size: int) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise SamplingError(f"cannot read the clip {path}: {' '.join(str(exc).split())}") from None
-    if arr.ndim == 5 and arr.shape[0] == 1:
+    if arr.ndim == 5 and arr.shape[0] != 1:
+        raise SamplingError(f"the clip {path} holds {arr.shape[0]} clips (shape {arr.shape}); give one clip of "
+                            "shape (C, T, H, W), e.g. np.save('clip.npy', samples[0])")
+    if arr.ndim == 5:
         arr = arr[0]
     if arr.ndim != 4 or arr.dtype.kind != "f":
         raise SamplingError(f"the clip {path} must be a float array of shape (C, T, H, W) in [-1, 1], "

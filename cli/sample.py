@@ -197,6 +197,9 @@ def _run_long(loaded: Any, task: _Task, options: SamplingOptions, out: Path, out
     from vdm.backends.files import remove_stale_temp_files_of
 
     method = task.condition or ("reconstruction" if backend == "torch" else "replacement")
+    if method == "reconstruction" and loaded.backend != "torch":  # before the clip is read or anything printed
+        raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
+                            "does not provide: use --condition replacement, or --backend torch with the checkpoint")
     clip = conditional.read_clip(task.clip, loaded.channels, options.size or loaded.size)
     t0 = time.perf_counter()
     what = f"{method}" + (f" w_r {task.weight}" if method == "reconstruction" else "")

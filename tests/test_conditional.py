@@ -156,16 +156,30 @@ def test_vdm_sample_extend_from_an_mp4_marks_the_given_frames(models, tmp_path):
     (["--interpolate", "{short}", "--condition", "guess"], "unknown --condition"),
     (["--interpolate", "{short}", "--extend", "{short}"], "not both"),
     (["--interpolate", "{short}", "--sampler", "ddim"], "runs on the solvers"),
+    (["--extend", "{many}"], "holds 2 clips"),
 ])
 def test_bad_clips_and_options_are_one_line(models, tmp_path, args, words):
     path, _ = models
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
     np.save(tmp_path / "short.npy", _clip(2))
     np.save(tmp_path / "rgb.npy", np.zeros((3, 4, 8, 8), np.float32))
-    files = {k: str(tmp_path / v) for k, v in (("bad", "bad.mp4"), ("short", "short.npy"), ("rgb", "rgb.npy"))}
+    np.save(tmp_path / "many.npy", np.zeros((2, 1, 4, 8, 8), np.float32))
+    files = {k: str(tmp_path / v) for k, v in (("bad", "bad.mp4"), ("short", "short.npy"), ("rgb", "rgb.npy"),
+                                               ("many", "many.npy"))}
     res = CliRunner().invoke(app, ["sample", "--model", str(path), "--backend", "torch", "--steps", "2",
                                    "--out", str(tmp_path / "o.npy"), *[a.format(**files) for a in args]])
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], res.output
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_reconstruction_on_ort_is_one_line_before_anything_runs(models, tmp_path):
+    _, onnx_path = models
+    np.save(tmp_path / "clip.npy", _clip(3))
+    res = CliRunner().invoke(app, ["sample", "--model", str(onnx_path), "--backend", "ort", "--extend",
+                                   str(tmp_path / "clip.npy"), "--condition", "reconstruction",
+                                   "--out", str(tmp_path / "o.npy")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "--condition replacement" in lines[0], res.output
+
