@@ -41,6 +41,12 @@ class SamplingError(ValueError):
 
 # Every sampler: the v1 DDPM/DDIM loops (spec 7, vp only) and the solvers on (alpha, sigma) (spec 17).
 SAMPLER_NAMES: tuple[str, ...] = (*vdm_ref.SAMPLERS, *vdm_ref.SOLVERS)
+# The sampler a command uses when none is given, per noise process: v1's DDIM on vp; on flow and edm the
+# first-order solver (benchmarks/bench_process.py: heun at half the steps matches it, nothing beats it).
+# Conditional sampling (spec 18) runs on the solvers, so it takes euler on vp too.
+DEFAULT_SAMPLERS: dict[str, str] = {"vp": "ddim", "flow": "euler", "edm": "euler"}
+CONDITIONAL_DEFAULT_SAMPLER = "euler"
+
 # eta's default where a sampler reads it: DDIM deterministic (7.4), euler_ancestral fully ancestral (17.5).
 DEFAULT_ETA: dict[str, float] = {"ddpm": 0.0, "ddim": 0.0, "euler_ancestral": 1.0}
 
@@ -593,6 +599,7 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
 
 _LOADERS = {"torch": _load_torch, "ort": _load_ort}
 
-__all__ = ["BACKENDS", "CONDITION_METHODS", "Conditioning", "DEFAULT_ETA", "DEVICES", "LEVELS", "Levels",
+__all__ = ["BACKENDS", "CONDITIONAL_DEFAULT_SAMPLER", "CONDITION_METHODS", "Conditioning", "DEFAULT_ETA",
+           "DEFAULT_SAMPLERS", "DEVICES", "LEVELS", "Levels",
            "LoadedModel", "Plan", "SAMPLER_NAMES", "SamplingError", "SamplingOptions", "batch_noise", "load_model",
            "plan_sampling", "process_from_meta", "sample_noise", "sample_videos", "solver_levels", "torch_model"]

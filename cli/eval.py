@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
                               "in [-1, 1]. With --ckpt too, its data options shape the real clips.")] = None,
         num: Annotated[int, typer.Option("--num", min=2, help="Clips to sample (and real/noise clips).")] = 64,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Sampler steps.")] = 20,
-        sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: "
-                                                  "vp models only).")] = "ddim",
+        sampler: Annotated[str | None, typer.Option(
+            help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: vp models only). Default: ddim "
+                 "on a vp checkpoint, euler on flow and edm ones.")] = None,
         spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
         eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
                                                   "deterministic) and euler_ancestral (default 1).")] = None,
@@ -93,6 +94,8 @@ def register(app: typer.Typer) -> None:
 
         if ckpt is None and samples is None:
             fail("give --ckpt CKPT (to sample from it) or --samples FILE (to score given clips)")
+        if sampler is None:
+            sampler = _default_sampler(ckpt)
         options = SamplingOptions(sampler=sampler, steps=steps, spacing=spacing, eta=eta, shift=shift, karras=karras,
                                   final=final_sigma, clip=clip or None,
                                   threshold=threshold, guidance=guidance, batch_size=batch_size)
@@ -158,3 +161,19 @@ def register(app: typer.Typer) -> None:
             fail(str(exc), CANNOT_WRITE)
         if report is not None:
             Console().print(f"report written to {report}", highlight=False)
+
+
+def _default_sampler(ckpt: Path | None) -> str:
+    """The checkpoint's process's default sampler (sampling.DEFAULT_SAMPLERS); ddim when the checkpoint
+    cannot be read here (loading it later reports why, in one line)."""
+    from vdm.backends.sampling import DEFAULT_SAMPLERS
+
+    if ckpt is None:
+        return DEFAULT_SAMPLERS["vp"]
+    try:
+        from vdm.backends.torch.training.checkpoint import process_of, read_meta
+
+        return DEFAULT_SAMPLERS[process_of(read_meta(ckpt)).family]
+    except Exception:  # a missing or corrupt file: the load that follows gives the one-line error
+        return DEFAULT_SAMPLERS["vp"]
+

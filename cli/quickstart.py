@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from vdm.backends.sampling import DEFAULT_SAMPLERS  # NumPy only
 
 from .errors import CANNOT_WRITE, fail, require_extras
 
@@ -26,7 +27,7 @@ _HINTS = {"count_consistency": "higher is better", "velocity_residual": "lower i
 
 # The quickstart's noise process and sampler per process; benchmarks/bench_process.py measured the choice.
 QUICKSTART_PROCESS = "flow"
-QUICKSTART_SAMPLERS = {"vp": "ddim", "flow": "euler", "edm": "euler"}
+QUICKSTART_SAMPLERS = DEFAULT_SAMPLERS
 
 
 def run_quickstart(out: Path, *, train_steps: int | None = None, num: int = 16, sample_steps: int = 20,

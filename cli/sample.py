@@ -162,10 +162,10 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str | None, steps: in
     loaded = sampling.load_model(model, backend, device=device, allow_fallback=allow_fallback, raw=raw,
                                  max_batch=2 * batch_size, warn=warn)
     load_s = time.perf_counter() - t_load
-    if sampler is None:  # the default: v1's DDIM on a vp model sampled plainly, else the first-order solver
-        plain_vp = loaded.process.family == "vp" and not long_video
-        options = dataclasses.replace(options, sampler="ddim" if plain_vp else "euler")
-        sampler = options.sampler
+    if sampler is None:  # the default per process (sampling.DEFAULT_SAMPLERS); a solver for long videos
+        sampler = (sampling.CONDITIONAL_DEFAULT_SAMPLER if long_video
+                   else sampling.DEFAULT_SAMPLERS[loaded.process.family])
+        options = dataclasses.replace(options, sampler=sampler)
     if long_video:
         return _run_long(loaded, task, options, out, outputs, num=num, seed=seed, frames=frames, fps=fps,
                          backend=backend, err=err, load_s=load_s)

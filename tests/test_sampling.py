@@ -142,3 +142,25 @@ def test_vdm_sample_dpmpp_2m_on_both_backends(ckpt, tmp_path):
     res = runner.invoke(app, ["sample", "--model", str(path), "--backend", "torch", "--sampler", "euler",
                               "--shift", "3", "--out", str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and "--shift applies to flow" in res.output and not (tmp_path / "x.npy").exists()
+
+
+def test_vdm_eval_and_sample_default_to_the_process_sampler(tmp_path):
+    """A flow checkpoint has no DDIM (spec 7 is vp-only): with no --sampler, eval and sample take
+    sampling.DEFAULT_SAMPLERS' euler; a vp checkpoint keeps DDIM."""
+    torch.manual_seed(0)
+    cfg = UNetConfig(**MICRO)
+    net = VideoUNet(cfg)
+    meta = {"model_config": cfg.to_dict(), "schedule": vdm_ref.make_schedule("cosine", 1000).to_dict(),
+            "prediction": "flow", "process": vdm_ref.Process("flow").to_dict(), "variance": "fixed_small",
+            "num_classes": 0, "data": {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}, "step": 1}
+    path = tmp_path / "flow.safetensors"
+    save_checkpoint(path, model=net, ema=net, optimizer=None, meta=meta)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--ckpt", str(path), "--num", "2", "--steps", "2", "--device", "cpu",
+                              "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["sampling"]["sampler"] == "euler"
+    res = runner.invoke(app, ["sample", "--model", str(path), "--backend", "torch", "--steps", "2", "--num", "1",
+                              "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0 and "euler" in res.output, res.output
