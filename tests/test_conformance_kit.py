@@ -426,8 +426,8 @@ def test_invalid_inputs_cover_every_kind_clause_1_7_lists() -> None:
     assert {"nan-in-x0", "inf-in-noise", "t-out-of-range", "s-out-of-range", "timesteps-out-of-range",
             "s-not-below-t", "mismatched-shapes", "N-above-T", "noise-shape"} <= seen
     assert {f"unknown-{n}" for n in invalid.NAMED_CHOICES} <= seen  # schedule, spacing, prediction, ...
-    # vdm_ref decides what is invalid; normal_kl accepts NaN there today (its inputs are not checked).
-    assert {op for op, k in kinds.items() if not k} <= {"normal_kl"}
+    # vdm_ref decides what is invalid, and every op refuses something (normal_kl: NaN, since it checks).
+    assert {op for op, k in kinds.items() if not k} == set()
 
 
 def test_message_must_name_the_argument() -> None:

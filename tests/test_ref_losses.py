@@ -243,3 +243,13 @@ def test_hybrid_is_simple_plus_scaled_vlb(prediction: str, lam: float, gamma: fl
     assert np.all(vlb > 0) and simple.sum() > 0  # both terms matter (min-SNR v weight is 0 at SNR = 0)
     with pytest.raises(ValueError, match="2C-channel"):
         vdm_ref.hybrid_loss(sched, x0, t, noise, pred, prediction)
+
+
+@pytest.mark.parametrize("bad", ["mean1", "logvar1", "mean2", "logvar2"])
+def test_normal_kl_refuses_non_finite_input_naming_it(bad):
+    """Spec 1.7: NaN or Inf in any argument is an error naming it (it used to return NaN)."""
+    args = {"mean1": np.zeros(3), "logvar1": np.zeros(3), "mean2": np.ones(3), "logvar2": np.zeros(3)}
+    args[bad] = np.array([0.0, np.nan, 1.0])
+    with pytest.raises(ValueError, match=f"'{bad}'"):
+        vdm_ref.normal_kl(**args)
+    np.testing.assert_allclose(vdm_ref.normal_kl(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1)), [0.5])

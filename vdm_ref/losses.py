@@ -81,8 +81,11 @@ def simple_loss(
 
 
 def normal_kl(mean1: np.ndarray, logvar1: np.ndarray, mean2: np.ndarray, logvar2: np.ndarray) -> np.ndarray:
-    """Spec 8.3: KL(N(m1, e^lv1) || N(m2, e^lv2)) = (lv2 - lv1 + e^(lv1 - lv2) + (m1 - m2)^2 e^-lv2 - 1) / 2."""
-    return 0.5 * (logvar2 - logvar1 + np.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * np.exp(-logvar2) - 1.0)
+    """Spec 8.3: KL(N(m1, e^lv1) || N(m2, e^lv2)) = (lv2 - lv1 + e^(lv1 - lv2) + (m1 - m2)^2 e^-lv2 - 1) / 2.
+    Every argument must be finite (spec 1.7)."""
+    m1, lv1, m2, lv2 = (_checks.as_float64(name, a) for name, a in
+                        (("mean1", mean1), ("logvar1", logvar1), ("mean2", mean2), ("logvar2", logvar2)))
+    return 0.5 * (lv2 - lv1 + np.exp(lv1 - lv2) + (m1 - m2) ** 2 * np.exp(-lv2) - 1.0)
 
 
 def std_normal_cdf(x: np.ndarray) -> np.ndarray:

@@ -109,6 +109,11 @@ def _tensor(x: Tensor | float, like: Tensor) -> Tensor:
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """Spec 8.3: KL(N(m1, e^lv1) || N(m2, e^lv2)) = (lv2 - lv1 + e^(lv1 - lv2) + (m1 - m2)^2 e^-lv2 - 1) / 2."""
+    for name, a in (("mean1", mean1), ("logvar1", logvar1), ("mean2", mean2), ("logvar2", logvar2)):
+        if isinstance(a, Tensor):
+            _checks.data(name, a)  # finiteness under the "full" validation policy (spec 1.7)
+        elif _checks.full() and not math.isfinite(float(a)):
+            raise ValueError(f"argument '{name}' contains NaN or Inf; the spec requires finite values")
     like = next(x for x in (mean1, logvar1, mean2, logvar2) if isinstance(x, Tensor))
     lv1, lv2 = _tensor(logvar1, like), _tensor(logvar2, like)
     return 0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + (mean1 - mean2) ** 2 * torch.exp(-lv2) - 1.0)
