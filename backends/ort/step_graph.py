@@ -139,6 +139,21 @@ def _clip(g: _Builder, x0: str) -> str:
     return g.op("Clip", x0, g.op("Neg", "clip"), "clip")
 
 
+def _prediction(g: _Builder, guidance: bool, channels: str, axis1: str) -> tuple[str, str]:
+    """The network output's first C channels ("out"), after classifier-free guidance (spec 7.5) when
+    ``guidance`` (rows [cond; uncond] stacked on the batch axis); and the rows holding the variance
+    channels (the conditional ones)."""
+    if not guidance:
+        return g.op("Slice", "out", g.const([0]), channels, axis1), "out"
+    batch = g.op("Shape", "x", start=0, end=1)
+    axis0 = g.const([0])
+    cond = g.op("Slice", "out", g.const([0]), batch, axis0)
+    uncond = g.op("Slice", "out", batch, g.op("Mul", batch, g.const([2])), axis0)
+    pc = g.op("Slice", cond, g.const([0]), channels, axis1)
+    pu = g.op("Slice", uncond, g.const([0]), channels, axis1)
+    return g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu))), cond
+
+
 @lru_cache(maxsize=64)
 def build_step(spec: StepSpec) -> bytes:
     """Serialized ONNX step graph for ``spec`` (see the module docstring)."""
@@ -163,19 +178,7 @@ def build_step(spec: StepSpec) -> bytes:
 
     channels = g.op("Shape", "x", start=1, end=2)
     axis1 = g.const([1])
-    out = "out"
-    var_src = "out"
-    if spec.guidance:
-        batch = g.op("Shape", "x", start=0, end=1)
-        axis0 = g.const([0])
-        cond = g.op("Slice", "out", g.const([0]), batch, axis0)
-        uncond = g.op("Slice", "out", batch, g.op("Mul", batch, g.const([2])), axis0)
-        pc = g.op("Slice", cond, g.const([0]), channels, axis1)
-        pu = g.op("Slice", uncond, g.const([0]), channels, axis1)
-        pred = g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu)))
-        var_src = cond
-    else:
-        pred = g.op("Slice", out, g.const([0]), channels, axis1)
+    pred, var_src = _prediction(g, spec.guidance, channels, axis1)
 
     if spec.process:
         x0 = g.op("Add", g.op("Mul", coefs["a"], "x"), g.op("Mul", coefs["b"], pred))
@@ -375,17 +378,7 @@ def build_solver_step(spec: SolverStepSpec) -> bytes:
         return g.op("Gather", "coef", g.const(j), axis=0)  # a scalar: broadcasts over any tensor
 
     channels = g.op("Shape", "x", start=1, end=2)
-    axis1 = g.const([1])
-    if spec.guidance:
-        batch = g.op("Shape", "x", start=0, end=1)
-        axis0 = g.const([0])
-        cond = g.op("Slice", "out", g.const([0]), batch, axis0)
-        uncond = g.op("Slice", "out", batch, g.op("Mul", batch, g.const([2])), axis0)
-        pc = g.op("Slice", cond, g.const([0]), channels, axis1)
-        pu = g.op("Slice", uncond, g.const([0]), channels, axis1)
-        pred = g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu)))
-    else:
-        pred = g.op("Slice", "out", g.const([0]), channels, axis1)  # a learned variance is not used (17.2)
+    pred, _ = _prediction(g, spec.guidance, channels, g.const([1]))  # a learned variance is not used (17.2)
     x0 = g.op("Add", g.op("Mul", coef(0), "x"), g.op("Mul", coef(1), pred))
     if spec.threshold:
         x0 = _threshold(g, x0)
