@@ -20,7 +20,7 @@ The contract (spec 7.6):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,11 +428,25 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
                        process, ref_sched)
 
 
-def process_from_meta(meta: dict[str, Any]) -> vdm_ref.Process:
-    """The noise process a checkpoint or exported model records (spec 14.7); a v1 one without it is vp."""
-    d = meta.get("process")
+def process_of(meta: Mapping[str, Any]) -> vdm_ref.Process:
+    """The noise process a checkpoint's or exported model's meta records (spec 14.7). Meta without a
+    ``process`` (written before spec 2) is the vp process with its ``prediction``. Raises ValueError
+    when the record is invalid or disagrees with ``prediction``."""
+    record = meta.get("process")
+    if not record:
+        return vdm_ref.Process("vp", meta.get("prediction") or "")
+    if not isinstance(record, Mapping):
+        raise ValueError(f"'process' must be a table of {sorted(vdm_ref.Process.__dataclass_fields__)}, got {record!r}")
+    process = vdm_ref.Process.from_dict(dict(record))
+    if meta.get("prediction") and meta["prediction"] != process.prediction:
+        raise ValueError(f"'prediction' {meta['prediction']!r} disagrees with the process's {process.prediction!r}")
+    return process
+
+
+def process_from_meta(meta: Mapping[str, Any]) -> vdm_ref.Process:
+    """:func:`process_of` for sampling: an invalid record is a one-line :class:`SamplingError`."""
     try:
-        return vdm_ref.Process.from_dict(dict(d)) if d else vdm_ref.Process("vp", meta.get("prediction") or "eps")
+        return process_of(meta)
     except (TypeError, ValueError) as exc:
         raise SamplingError(f"the model's recorded noise process is invalid: {' '.join(str(exc).split())}") from None
 
@@ -602,4 +616,5 @@ _LOADERS = {"torch": _load_torch, "ort": _load_ort}
 __all__ = ["BACKENDS", "CONDITIONAL_DEFAULT_SAMPLER", "CONDITION_METHODS", "Conditioning", "DEFAULT_ETA",
            "DEFAULT_SAMPLERS", "DEVICES", "LEVELS", "Levels",
            "LoadedModel", "Plan", "SAMPLER_NAMES", "SamplingError", "SamplingOptions", "batch_noise", "load_model",
-           "plan_sampling", "process_from_meta", "sample_noise", "sample_videos", "solver_levels", "torch_model"]
+           "plan_sampling", "process_from_meta", "process_of", "sample_noise", "sample_videos", "solver_levels",
+           "torch_model"]

@@ -171,7 +171,8 @@ def _default_sampler(ckpt: Path | None) -> str:
     if ckpt is None:
         return DEFAULT_SAMPLERS["vp"]
     try:
-        from vdm.backends.torch.training.checkpoint import process_of, read_meta
+        from vdm.backends.sampling import process_of
+        from vdm.backends.torch.training.checkpoint import read_meta
 
         return DEFAULT_SAMPLERS[process_of(read_meta(ckpt)).family]
     except Exception:  # a missing or corrupt file: the load that follows gives the one-line error

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 import vdm_ref
 
 from ...files import atomic_write_bytes, one_line
+from ...sampling import process_of
 from ..models import DEFAULT_ARCHITECTURE, build_model, config_from_dict
 
 META_KEY = "vdm"
@@ -44,21 +45,6 @@ META_KEY = "vdm"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, foreign, from another spec major version or inconsistent."""
-
-
-def process_of(meta: Mapping[str, Any]) -> vdm_ref.Process:
-    """The noise process a checkpoint's meta records (spec 14.7). Meta without ``process`` (written
-    before spec 2) is the vp process with its ``prediction``. Raises ValueError when the record is
-    invalid or disagrees with ``prediction``."""
-    record = meta.get("process")
-    if record is None:
-        return vdm_ref.Process("vp", meta.get("prediction") or "")
-    if not isinstance(record, Mapping):
-        raise ValueError(f"'process' must be a table of {sorted(vdm_ref.Process.__dataclass_fields__)}, got {record!r}")
-    process = vdm_ref.Process.from_dict(dict(record))
-    if "prediction" in meta and meta["prediction"] != process.prediction:
-        raise ValueError(f"'prediction' {meta['prediction']!r} disagrees with the process's {process.prediction!r}")
-    return process
 
 
 @dataclass
