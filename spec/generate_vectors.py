@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vdm.backends.conformance.protocol import OUTPUT_NAMES as RETURN_NAMES
+from vdm.backends.files import atomic_write_bytes
 
 import vdm_ref
 
@@ -37,22 +38,10 @@ SEED = 20240601
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _PINNED_ENV = "VDM_VECTORS_PINNED"
 
-# Output names (spec 10.3): "out" for a single array, except where an input is already called
-# "out" (the model output), since inputs and outputs share the "<k>/<name>" key space.
-TABLES = ("betas", "alphas", "abar", "snr", "log_snr", "sigma")
-OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "make_schedule": TABLES,
-    "q_mean_variance": ("mean", "variance"),
-    "predict_x0_eps": ("x0", "eps"),
-    "to_x0_eps": ("x0", "eps"),
-    "edm_preconditioning": ("c_skip", "c_out", "c_in", "c_noise"),
-    "alpha_sigma": ("alpha", "sigma"),
-    "alpha_sigma_from_edm_sigma": ("alpha", "sigma"),
-    "ddpm_step": ("result",),
-    "ddim_step": ("result",),
-    "vlb_term": ("result",),
-    "hybrid_loss": ("result",),
-}
+# Output names (spec 10.3): the kit's names of multi-output ops, plus "result" where an input is
+# already called "out" (the model output), since inputs and outputs share the "<k>/<name>" key space.
+OUTPUT_NAMES: dict[str, tuple[str, ...]] = RETURN_NAMES | {
+    op: ("result",) for op in ("ddpm_step", "ddim_step", "vlb_term", "hybrid_loss")}
 
 # Shapes (B, C, F, H, W): the usual small video, and batch 1 with a single frame.
 X = (2, 1, 3, 4, 4)
@@ -755,18 +744,6 @@ def build_all() -> dict[str, bytes]:
     return files
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _existing(directory: Path) -> set[str]:
     return {p.name for p in directory.glob("*") if p.suffix in (".json", ".npz")}
 
@@ -817,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(_existing(out) - set(files)):
         (out / name).unlink()  # a vector of an op that no longer exists would mislead the kit
     for name, data in sorted(files.items()):
-        _write_atomic(out / name, data)
+        atomic_write_bytes(out / name, data)
     print(f"wrote {len(files)} files ({sum(map(len, files.values()))} bytes) to {out}")
     return 0
 

@@ -6,10 +6,8 @@ import datetime as _dt
 import importlib
 import inspect
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_bytes
 from .adapters import BackendError
 from .checks import OpResult, check_op, skipped
 from .protocol import DTYPES, OPS, clause_of, spec_version
@@ -212,18 +211,8 @@ class Report:
         }
 
     def write(self, path: str | Path) -> None:
-        """Write the JSON report atomically: a temporary file in the same folder, then os.replace."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_json(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the JSON report atomically (``files.atomic_write_bytes``); a failed write is a ``WriteError``."""
+        atomic_write_bytes(path, (json.dumps(self.to_json(), indent=2) + "\n").encode("utf-8"))
 
 
 def platform_info(adapter: Any) -> dict[str, str]:
