@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 from vdm.backends.files import WriteError, check_writable, remove_stale_temp_files_of
-from vdm.backends.sampling import SAMPLER_NAMES, SamplingError, SamplingOptions
+from vdm.backends.sampling import SamplingError, SamplingOptions
 
-import vdm_ref
-
+from . import options as opts
 from .errors import CANNOT_WRITE, fail, require_extras
 
 # Which direction is better, for the table's header.
@@ -36,23 +35,15 @@ def register(app: typer.Typer) -> None:
                               "in [-1, 1]. With --ckpt too, its data options shape the real clips.")] = None,
         num: Annotated[int, typer.Option("--num", min=2, help="Clips to sample (and real/noise clips).")] = 64,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Sampler steps.")] = 20,
-        sampler: Annotated[str | None, typer.Option(
-            help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: vp models only). Default: ddim "
-                 "on a vp checkpoint, euler on flow and edm ones.")] = None,
-        spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
-        eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
-                                                  "deterministic) and euler_ancestral (default 1).")] = None,
-        shift: Annotated[float | None, typer.Option(help="Flow models: time shift of the levels (spec 15.2; "
-                                                         "default 1 = none).")] = None,
-        karras: Annotated[bool | None, typer.Option("--karras/--no-karras", help="EDM models: Karras (default) or "
-                                                    "uniform sigmas (spec 15.5, 15.1).")] = None,
-        final_sigma: Annotated[str, typer.Option(help="Solvers' final level: zero or sigma_min (spec 15.6).")
-                               ] = "zero",
-        clip: Annotated[float, typer.Option(min=0.0, help="Clip predicted x0 to [-clip, clip] (0 = off).")] = 1.0,
-        threshold: Annotated[float | None, typer.Option(
-            help="Dynamic thresholding quantile of predicted x0 (e.g. 0.995; off by default).")] = None,
-        guidance: Annotated[float | None, typer.Option(
-            help="Classifier-free guidance scale for conditional checkpoints (1 = plain conditional).")] = None,
+        sampler: opts.Sampler = None,
+        spacing: opts.Spacing = "trailing",
+        eta: opts.Eta = None,
+        shift: opts.Shift = None,
+        karras: opts.Karras = None,
+        final_sigma: opts.FinalSigma = "zero",
+        clip: opts.Clip = 1.0,
+        threshold: opts.Threshold = None,
+        guidance: opts.Guidance = None,
         seed: Annotated[int, typer.Option(help="Seed of the sampling noise, the real held-out clips and the noise "
                                                "baseline.")] = 0,
         batch_size: Annotated[int, typer.Option(min=1, help="Clips per sampling batch.")] = 16,

@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 import typer
 from vdm.backends.files import WriteError
-from vdm.backends.sampling import BACKENDS, CONDITION_METHODS, SAMPLER_NAMES, SamplingError, SamplingOptions
+from vdm.backends.sampling import BACKENDS, CONDITION_METHODS, SamplingError, SamplingOptions
 
 import vdm_ref
 
+from . import options as opts
 from .errors import CANNOT_WRITE, fail, require_extras
 
 
@@ -30,21 +31,14 @@ def register(app: typer.Typer) -> None:
                                                         "with every frame is always written beside it.")
                        ] = Path("samples.gif"),
         backend: Annotated[str, typer.Option(help=f"One of {', '.join(BACKENDS)} (ort = ONNX Runtime).")] = "ort",
-        sampler: Annotated[str | None, typer.Option(
-            help=f"One of {', '.join(SAMPLER_NAMES)} ({', '.join(vdm_ref.SAMPLERS)}: vp models only). Default: ddim "
-                 "on a vp model, euler on flow and edm models and with --extend/--interpolate.")] = None,
+        sampler: opts.Sampler = None,
         steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 50,
-        eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Noise scale of ddim (default 0, "
-                                                  "deterministic) and euler_ancestral (default 1).")] = None,
-        shift: Annotated[float | None, typer.Option(help="Flow models: time shift of the levels (spec 15.2; "
-                                                         "default 1 = none).")] = None,
-        karras: Annotated[bool | None, typer.Option("--karras/--no-karras", help="EDM models: Karras (default) or "
-                                                    "uniform sigmas (spec 15.5, 15.1).")] = None,
-        final_sigma: Annotated[str, typer.Option(help="Solvers' final level: zero or sigma_min (spec 15.6).")
-                               ] = "zero",
-        spacing: Annotated[str, typer.Option(help=f"Timestep spacing: {', '.join(vdm_ref.SPACINGS)}.")] = "trailing",
-        guidance: Annotated[float | None, typer.Option(
-            help="Classifier-free guidance scale w (conditional models; 1 = plain conditional).")] = None,
+        eta: opts.Eta = None,
+        shift: opts.Shift = None,
+        karras: opts.Karras = None,
+        final_sigma: opts.FinalSigma = "zero",
+        spacing: opts.Spacing = "trailing",
+        guidance: opts.Guidance = None,
         klass: Annotated[int | None, typer.Option("--class", help="Class of every sample (conditional models; "
                                                                   "default: cycle through the classes).")] = None,
         num: Annotated[int, typer.Option(min=1, help="Number of samples.")] = 4,
@@ -56,9 +50,8 @@ def register(app: typer.Typer) -> None:
         frames: Annotated[int | None, typer.Option(min=1, help="Frames per sample (default: the model's).")] = None,
         size: Annotated[int | None, typer.Option(min=1, help="Height = width (default: the model's).")] = None,
         batch_size: Annotated[int, typer.Option(min=1, help="Samples per batch.")] = 8,
-        clip: Annotated[float, typer.Option(min=0.0, help="Clip predicted x0 to [-clip, clip] (0 = off).")] = 1.0,
-        threshold: Annotated[float | None, typer.Option(
-            help="Dynamic thresholding quantile of predicted x0 (e.g. 0.995; off by default).")] = None,
+        clip: opts.Clip = 1.0,
+        threshold: opts.Threshold = None,
         raw: Annotated[bool, typer.Option("--raw", help="torch: use the raw weights, not the EMA ones.")] = False,
         fps: Annotated[float, typer.Option(min=0.1, help="Frame rate of .gif/.mp4 output.")] = 8.0,
         extend: Annotated[Path | None, typer.Option(
