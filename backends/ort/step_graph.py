@@ -154,6 +154,20 @@ def _prediction(g: _Builder, guidance: bool, channels: str, axis1: str) -> tuple
     return g.op("Add", pu, g.op("Mul", "w", g.op("Sub", pc, pu))), cond
 
 
+def _option_inputs(h: object, fl: int, *, guidance: bool, clip: bool, threshold: bool) -> list[object]:
+    """The graph inputs of the optional parts: the guidance scale w, the clip value and the dynamic
+    threshold's quantile selection (spec 7.5, 7.1, 7.2)."""
+    inputs = []
+    if guidance:
+        inputs.append(_tensor(h, "w", fl, []))
+    if clip:
+        inputs.append(_tensor(h, "clip", fl, []))
+    if threshold:
+        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
+                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
+    return inputs
+
+
 @lru_cache(maxsize=64)
 def build_step(spec: StepSpec) -> bytes:
     """Serialized ONNX step graph for ``spec`` (see the module docstring)."""
@@ -164,13 +178,7 @@ def build_step(spec: StepSpec) -> bytes:
               _tensor(h, "coef", fl, None)]
     if spec.noise:
         inputs.append(_tensor(h, "noise", fl, None))
-    if spec.guidance:
-        inputs.append(_tensor(h, "w", fl, []))
-    if spec.clip:
-        inputs.append(_tensor(h, "clip", fl, []))
-    if spec.threshold:
-        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
-                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
+    inputs += _option_inputs(h, fl, guidance=spec.guidance, clip=spec.clip, threshold=spec.threshold)
 
     coefs = {}
     for i, name in enumerate(spec.coef_names):
@@ -212,14 +220,11 @@ def build_process(clip: bool, threshold: bool, dtype: str = "float32") -> bytes:
     g = _Builder()
     h = g.h
     fl = _elem(dtype)
-    inputs = [_tensor(h, "x0", fl, None)]
+    inputs = [_tensor(h, "x0", fl, None), *_option_inputs(h, fl, guidance=False, clip=clip, threshold=threshold)]
     x0 = "x0"
     if threshold:
-        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
-                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
         x0 = _threshold(g, x0)
     if clip:
-        inputs.append(_tensor(h, "clip", fl, []))
         x0 = _clip(g, x0)
     g.rename(x0, "x0_out")
     return g.model(inputs, [_tensor(h, "x0_out", fl, None)], "vdm_process_x0")
@@ -366,13 +371,7 @@ def build_solver_step(spec: SolverStepSpec) -> bytes:
     inputs = [_tensor(h, "x", fl, None), _tensor(h, "out", fl, None)]
     inputs += [_tensor(h, t, fl, None) for t in terms]
     inputs.append(_tensor(h, "coef", fl, [spec.n_coef]))
-    if spec.guidance:
-        inputs.append(_tensor(h, "w", fl, []))
-    if spec.clip:
-        inputs.append(_tensor(h, "clip", fl, []))
-    if spec.threshold:
-        inputs += [_tensor(h, "q_k", INT64, [1]), _tensor(h, "q_idx", INT64, [2]),
-                   _tensor(h, "q_frac", fl, []), _tensor(h, "q_floor", fl, [])]
+    inputs += _option_inputs(h, fl, guidance=spec.guidance, clip=spec.clip, threshold=spec.threshold)
 
     def coef(j: int) -> str:
         return g.op("Gather", "coef", g.const(j), axis=0)  # a scalar: broadcasts over any tensor
