@@ -20,6 +20,17 @@ def as_float64(name: str, x: object, *, finite: bool = True) -> np.ndarray:
     return arr
 
 
+def noise_block(noise: np.ndarray | np.random.Generator, full: tuple[int, ...], rule: str) -> np.ndarray:
+    """A sampling loop's noise of shape ``full``: drawn in one ``standard_normal`` call from a
+    Generator, or a given array checked against ``full`` (``rule`` says how the shape is formed)."""
+    if isinstance(noise, np.random.Generator):
+        return noise.standard_normal(full)
+    arr = as_float64("noise", noise)
+    if arr.shape != full:
+        raise ValueError(f"argument 'noise' must have shape {rule} = {full}, got {arr.shape}")
+    return arr
+
+
 def same_shape(**arrays: np.ndarray) -> None:
     """Require every named array to have the shape of the first."""
     (first, ref), *rest = arrays.items()

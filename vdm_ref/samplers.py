@@ -211,14 +211,7 @@ def sampling_noise(
 ) -> np.ndarray:
     """Spec 7.6: the loop's noise array, shape (N + 1, *shape): entry 0 is x_T, entry i + 1 is
     step i's noise. A Generator gives ``rng.standard_normal((N + 1, *shape))``."""
-    if isinstance(noise, np.random.Generator):
-        return noise.standard_normal((n_steps + 1, *shape))
-    arr = _checks.as_float64("noise", noise)
-    if arr.shape != (n_steps + 1, *shape):
-        raise ValueError(
-            f"argument 'noise' must have shape (N + 1, *shape) = {(n_steps + 1, *shape)}, got {arr.shape}"
-        )
-    return arr
+    return _checks.noise_block(noise, (n_steps + 1, *shape), "(N + 1, *shape)")
 
 
 def sample(

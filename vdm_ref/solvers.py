@@ -353,12 +353,7 @@ def solver_noise(
     ``rng.standard_normal((N, *shape))`` in one call."""
     if noise is None:
         return None
-    if isinstance(noise, np.random.Generator):
-        return noise.standard_normal((n_steps, *shape))
-    arr = _checks.as_float64("noise", noise)
-    if arr.shape != (n_steps, *shape):
-        raise ValueError(f"argument 'noise' must have shape (N, *x.shape) = {(n_steps, *shape)}, got {arr.shape}")
-    return arr
+    return _checks.noise_block(noise, (n_steps, *shape), "(N, *x.shape)")
 
 
 def solve(

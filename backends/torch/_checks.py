@@ -85,6 +85,19 @@ def data(name: str, x: Any, sched: TorchSchedule | None = None) -> Tensor:
     return x
 
 
+def noise_block(noise: Tensor | torch.Generator, full: tuple[int, ...], rule: str, *,
+                dtype: torch.dtype | None, device: torch.device | str | None) -> Tensor:
+    """A sampling loop's noise of shape ``full``: ``torch.randn`` on a Generator's own device (dtype
+    default float32), or a given tensor checked against ``full`` (``rule`` says how the shape is formed)."""
+    if isinstance(noise, torch.Generator):
+        z = torch.randn(full, generator=noise, device=noise.device, dtype=dtype or torch.float32)
+        return z if device is None else z.to(device)
+    z = data("noise", noise)
+    if tuple(z.shape) != full:
+        raise ValueError(f"argument 'noise' must have shape {rule} = {full}, got {tuple(z.shape)}")
+    return z.to(device=device if device is not None else z.device, dtype=dtype or z.dtype)
+
+
 def same_shape(**tensors: Tensor) -> None:
     (first, ref), *rest = tensors.items()
     for name, x in rest:

@@ -251,13 +251,7 @@ def sampling_noise(
     """Spec 7.6: the loop's noise, shape (N + 1, *shape): entry 0 is x_T, entry i + 1 is step i's noise.
     A Generator draws ``torch.randn((N + 1, *shape))`` on its own device (dtype default float32)."""
     full = (n_steps + 1, *(int(d) for d in shape))
-    if isinstance(noise, torch.Generator):
-        z = torch.randn(full, generator=noise, device=noise.device, dtype=dtype or torch.float32)
-        return z if device is None else z.to(device)
-    z = _checks.data("noise", noise)
-    if tuple(z.shape) != full:
-        raise ValueError(f"argument 'noise' must have shape (N + 1, *shape) = {full}, got {tuple(z.shape)}")
-    return z.to(device=device if device is not None else z.device, dtype=dtype or z.dtype)
+    return _checks.noise_block(noise, full, "(N + 1, *shape)", dtype=dtype, device=device)
 
 
 @torch.no_grad()

@@ -329,13 +329,7 @@ def solver_noise(
     if noise is None:
         return None
     full = (n_steps, *(int(d) for d in shape))
-    if isinstance(noise, torch.Generator):
-        z = torch.randn(full, generator=noise, device=noise.device, dtype=dtype or torch.float32)
-        return z if device is None else z.to(device)
-    z = _checks.data("noise", noise)
-    if tuple(z.shape) != full:
-        raise ValueError(f"argument 'noise' must have shape (N, *x.shape) = {full}, got {tuple(z.shape)}")
-    return z.to(device=device if device is not None else z.device, dtype=dtype or z.dtype)
+    return _checks.noise_block(noise, full, "(N, *x.shape)", dtype=dtype, device=device)
 
 
 @torch.no_grad()
