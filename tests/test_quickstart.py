@@ -36,6 +36,24 @@ def test_quickstart_end_to_end(tmp_path):
     assert "coherent_fraction" in (out / "eval.txt").read_text()
     assert "[4/4]" in res.stdout and "parity: max abs error" in res.stdout
 
+    # One sampling path: `vdm sample` (both backends) and `vdm eval` give the quickstart's clips.
+    same = ["--num", "2", "--steps", "2", "--seed", "0", "--batch-size", "2"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["sample", "--model", str(out / "model.onnx"), "--backend", "ort",
+                              "--out", str(tmp_path / "ort.npy"), *same])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "ort.npy"), samples)
+    ckpt = str(out / "train/last.safetensors")
+    res = runner.invoke(app, ["sample", "--model", ckpt, "--backend", "torch", "--out", str(tmp_path / "pt.npy"),
+                              *same])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", "--ckpt", ckpt, "--device", "cpu", "--save-samples", str(tmp_path / "ev.npy"),
+                              *same])
+    assert res.exit_code == 0, res.output
+    pt = np.load(tmp_path / "pt.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "ev.npy"), pt)
+    assert np.abs(pt - samples).max() <= 1e-3  # torch vs ONNX Runtime: the export's parity tolerance
+
 
 def test_quickstart_rejects_bad_device(tmp_path):
     res = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--device", "tpu"])
