@@ -32,9 +32,8 @@ from .fp16 import float32_islands, to_fp16
 DEFAULT_OPSET = 17
 # 17..20: every op the network needs has ORT kernels; 21+ would emit GroupNormalization-21.
 SUPPORTED_OPSETS = range(14, 21)
-# Default legacy: same graph speed, ~10x faster export. Measured (2-core CPU, ORT 1.31, torch 2.13):
-# tiny at the quickstart shape: export 0.9 s vs 12.1 s, 52.4 vs 51.9 ms/step; small preset at
-# (1, 3, 16, 64, 64): export 3.7 s vs 31.6 s, 941 vs 1061 ms/step (benchmarks/bench_sampling.py).
+# Default legacy: its graphs run as fast as dynamo's and it exports about 10x faster
+# (benchmarks/bench_sampling.py; the figures are in the README's performance section).
 EXPORTERS = ("legacy", "dynamo")
 # Parity tolerances, graph vs the float32 PyTorch model: a case passes when
 # max|ort - torch| <= atol + rtol * max|torch|.

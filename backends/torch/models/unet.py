@@ -222,7 +222,7 @@ class ResBlock(nn.Module):
         h = self.conv2(self.dropout(F.silu(self.norm2(h.reshape(-1, c, hh, ww)))))
         if self.temporal:
             # The 3x1x1 Conv3d runs as a 3x1 conv2d on (B, C, T, H*W): same weights and maths, but
-            # a 2D conv (ONNX Runtime's blocked NCHWc kernels, about 2x faster than its Conv3d).
+            # a 2D conv, which ONNX Runtime runs with its blocked NCHWc kernels (its Conv3d has none).
             ht = F.silu(self.norm_t(h)).reshape(b, -1, c, hh * ww).transpose(1, 2)
             ht = F.conv2d(ht, self.conv_t.weight.squeeze(-1), self.conv_t.bias, padding=(1, 0))
             h = h + ht.transpose(1, 2).reshape(-1, c, hh, ww)

@@ -272,11 +272,11 @@ RUNTIME_OPTIONS = frozenset({
     "log_every", "resume", "overwrite", "device", "num_workers", "threads", "cache", "cache_dir",
 })
 
-# The measured CPU quickstart: tiny U-Net (0.83 M params) on 8-frame 16x16 grayscale moving
-# shapes, 400 steps of batch 16: about 2.5-3 min on a busy 2-core machine, after which 20-step DDIM
-# samples score coherent_fraction ~0.7 in `vdm eval` (real clips 1.0, noise 0.0). v-prediction
-# mattered most (eps: ~0.25 at the same cost). One thread: on 2 shared cores OpenMP's second thread
-# mostly waits for a busy core (measured 12x slower when other jobs ran; idle, 2 threads gain <2x).
+# The CPU quickstart: tiny U-Net (0.83 M params) on 8-frame 16x16 grayscale moving shapes, 400
+# steps of batch 16, after which 20-step samples score coherent_fraction ~0.7-0.9 in `vdm eval`
+# (real clips 1.0, noise 0.0). On vp, v-prediction mattered most (eps: ~0.25 at the same cost).
+# One thread: on a small shared machine OpenMP's second thread mostly waits for a busy core, and
+# on an idle one two threads gain little (benchmarks/bench_train.py measures the throughput).
 # Rectified flow with logit-normal levels: on this budget it scored coherent 0.88 against vp-v's 0.78
 # (benchmarks/bench_process.py, README). QUICKSTART_PROCESS_OPTIONS holds each family's measured options.
 QUICKSTART_TRAIN = TrainConfig(
