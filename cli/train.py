@@ -147,6 +147,10 @@ def register(app: typer.Typer) -> None:
             help="Total optimizer steps (a resumed run continues up to this). (default: 1000)")] = None,
         lr: Annotated[float | None, typer.Option(help="AdamW learning rate. (default: 2e-4)")] = None,
         warmup_steps: Annotated[int | None, typer.Option(help="Linear LR warm-up steps. (default: 100)")] = None,
+        lr_decay: Annotated[str | None, typer.Option(
+            help="LR decay after warm-up, towards --lr-min at the last step: a row of "
+                 "vdm.backends.torch.training.optim.LR_DECAYS (linear, cosine, ...). (default: constant)")] = None,
+        lr_min: Annotated[float | None, typer.Option(help="The LR a decay ends at. (default: 0)")] = None,
         weight_decay: Annotated[float | None, typer.Option(
             help="AdamW weight decay (kernels/matrices only). (default: 0)")] = None,
         grad_clip: Annotated[float | None, typer.Option(
@@ -216,7 +220,8 @@ def register(app: typer.Typer) -> None:
                 "sigma_data": sigma_data, "edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std,
                 "hybrid_lambda": hybrid_lambda, "min_snr_gamma": min_snr_gamma, "conditional": conditional,
                 "label_dropout": label_dropout, "batch_size": batch_size, "steps": steps, "lr": lr,
-                "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
+                "warmup_steps": warmup_steps, "lr_decay": lr_decay, "lr_min": lr_min,
+                "weight_decay": weight_decay, "grad_clip": grad_clip,
                 "ema_decay": ema_decay, "ema_warmup": ema_warmup, "bf16": bf16, "seed": seed, "out_dir": out,
                 "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
                 "preview_every": preview_every, "preview_num": preview_num, "preview_steps": preview_steps,

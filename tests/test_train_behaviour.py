@@ -1,5 +1,5 @@
 """The training options change what they should: label dropout, min-SNR, the hybrid loss's stop-gradient,
-EMA, LR warm-up and weight-decay groups, observed in the real loop and checked against closed forms."""
+EMA, LR warm-up and decay, and weight-decay groups, observed in the real loop and checked against closed forms."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import MICRO_TRAIN_MODEL
 from vdm.backends.torch import ops
-from vdm.backends.torch.training import TrainConfig, train
+from vdm.backends.torch.training import TrainConfig, load_checkpoint, train
 from vdm.backends.torch.training import loop as loop_mod
 
 
@@ -293,6 +293,36 @@ def test_lr_warmup_is_the_lr_adamw_applies(tmp_path, spy, adamw):
 
     train(_cfg(tmp_path, "flat", lr=lr, warmup_steps=0, steps=2))
     assert [lrs[0] for lrs in adamw.last.step_lrs] == [lr, lr] != expected[:2]
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_lr_decay_after_warmup_is_the_lr_adamw_applies(tmp_path, adamw, decay):
+    """After warm-up the LR falls from lr towards lr_min: step s >= warmup at progress p = (s - w) / (n - w) runs at
+    lr_min + (lr - lr_min) (1 - p) (linear) or ... (1 + cos(pi p)) / 2 (cosine); the last step is the lowest."""
+    lr, lr_min, warmup, steps = 1e-3, 1e-4, 2, 7
+    shape = {"linear": lambda p: 1 - p, "cosine": lambda p: (1 + math.cos(math.pi * p)) / 2}[decay]
+    expected = [lr * (s + 1) / warmup if s < warmup else lr_min + (lr - lr_min) * shape((s - warmup) / (steps - warmup))
+                for s in range(steps)]
+    res = train(_cfg(tmp_path, decay, lr=lr, warmup_steps=warmup, steps=steps, lr_decay=decay, lr_min=lr_min))
+    got = [lrs[0] for lrs in adamw.last.step_lrs]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got[warmup] == lr and lr_min < got[-1] == min(got[warmup:]) < 0.5 * lr
+    with (res.out_dir / "metrics.csv").open() as f:
+        np.testing.assert_allclose([float(r["lr"]) for r in csv.DictReader(f)], expected, rtol=1e-5)
+
+
+def test_lr_decay_resumes_exactly(tmp_path, adamw):
+    """The LR is a function of the step: resuming a cosine run from its step-2 checkpoint (as after a crash)
+    applies the uninterrupted run's LRs and reproduces its losses and weights."""
+    cfg = _cfg(tmp_path, warmup_steps=1, steps=5, lr_decay="cosine", checkpoint_every=2)
+    full = train(cfg)
+    full_lrs = [lrs[0] for lrs in adamw.last.step_lrs]
+    final = {k: v.clone() for k, v in load_checkpoint(full.out_dir / "last.safetensors").model_state.items()}
+    resumed = train(cfg.replace(resume=str(full.out_dir / "checkpoints" / "step_0000002.safetensors")))
+    assert [lrs[0] for lrs in adamw.last.step_lrs] == full_lrs[2:]
+    assert resumed.losses == full.losses[2:]
+    again = load_checkpoint(resumed.out_dir / "last.safetensors").model_state
+    assert all(torch.equal(final[k], again[k]) for k in final)
 
 
 # --------------------------------------------------------------------------- 6. weight-decay groups

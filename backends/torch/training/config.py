@@ -19,6 +19,7 @@ import vdm_ref
 from ... import configs
 from ..data import DATASETS, data_channels
 from ..models import ARCHITECTURES, preset
+from .optim import LR_DECAYS
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class TrainConfig:
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this number)
     lr: float = 2e-4
     warmup_steps: int = 100  # linear LR warm-up from lr/warmup to lr
+    lr_decay: str = "constant"  # after warm-up, a row of optim.LR_DECAYS: "constant" | "linear" | "cosine"
+    lr_min: float = 0.0  # the LR a decay approaches at the last step
     weight_decay: float = 0.0  # AdamW decoupled weight decay (matrices/kernels only, not biases/norms)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     ema_decay: float = 0.999
@@ -125,6 +128,10 @@ class TrainConfig:
             errs.append(f"preview_steps ({self.preview_steps}) cannot exceed timesteps ({self.timesteps})")
         if not self.lr > 0 or not math.isfinite(self.lr):
             errs.append(f"lr must be a positive number, got {self.lr}")
+        if self.lr_decay not in LR_DECAYS:
+            errs.append(f"lr_decay must be one of {tuple(LR_DECAYS)}, got {self.lr_decay!r}")
+        if not 0.0 <= self.lr_min <= self.lr:  # also rejects NaN
+            errs.append(f"lr_min must lie in [0, lr = {self.lr}], got {self.lr_min}")
         for name in ("weight_decay", "grad_clip", "hybrid_lambda"):
             if getattr(self, name) < 0:
                 errs.append(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -50,6 +50,7 @@ from .checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from .config import RUNTIME_OPTIONS, TrainConfig, model_config, resume_path, train_process
 from .distributed import DistInfo, init_distributed
 from .objectives import OBJECTIVES
+from .optim import ema_decay_at, ema_update, lr_at, param_groups
 
 CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "elapsed")
 
@@ -128,28 +129,6 @@ def _plot_loss(out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # Weight decay on kernels/matrices only; biases, norm scales and 1-D tables stay undecayed.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    """LR of the optimizer step that takes the model from ``step`` to ``step + 1``."""
-    if cfg.warmup_steps <= 0:
-        return cfg.lr
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
 
 
 def _writes_at(cfg: TrainConfig, step: int) -> bool:
@@ -245,7 +224,7 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     start = 0
     elapsed0 = 0.0
     if ckpt is not None:
@@ -341,7 +320,8 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
                 labels = y.to(device).long()
                 drop = torch.rand(b, device=device) < cfg.label_dropout
                 labels = torch.where(drop, torch.full_like(labels, mcfg.num_classes), labels)
-            lr = _lr_at(cfg, step)
+            lr = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps, decay=cfg.lr_decay,
+                       lr_min=cfg.lr_min)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
@@ -363,8 +343,7 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
                                        f"training stopped. Last good checkpoint: {where}. Try a lower --lr, "
                                        f"--grad-clip or --warmup-steps.")
             optimizer.step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
-            _ema_update(ema, model, decay)
+            ema_update(ema, model, ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup))
             # A finite loss and gradient can still give non-finite weights (an overflowing update).
             # Such weights are never checkpointed or previewed, so the last checkpoint is the last good
             # one. Checked where they would be written: between writes, non-finite weights make the
