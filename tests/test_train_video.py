@@ -138,3 +138,28 @@ def test_cli_folder_data_names_skipped_files(ucf_root, tmp_path):
     assert quiet.exit_code == 0 and quiet.output == "", quiet.output
     res = CliRunner().invoke(app, [*args, "--data", f"ucf101:{tmp_path / 'nowhere'}", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_a_run_inside_its_data_folder_never_trains_on_its_own_outputs(tmp_path):
+    """OUT inside the data folder: its preview GIFs and a sampled MP4 are not videos of the dataset, so
+    the classes, the file count and a resumed run see the same data as the first run."""
+    from vdm.backends.torch.data.video import VideoFolder
+
+    root = tmp_path / "data"
+    for label, cls in enumerate(CLASSES):
+        for g in (1, 2, 3):
+            write_video(root / cls / f"{cls}_{g}.mp4", _square_video(1 if label else -1), fps=8)
+    out = root / "runs" / "r1"
+    write_video(out / "samples" / "s.mp4", _square_video(1), fps=8)  # e.g. `vdm sample --out OUT/samples/s.mp4`
+    cfg = TrainConfig(data=f"folder:{root}", model=SMALL_MODEL, frames=4, size=8, batch_size=2, steps=2,
+                      log_every=1, checkpoint_every=0, preview_every=1, preview_num=2, preview_steps=2,
+                      heldout_fraction=0.0, out_dir=str(out), device="cpu")
+    train(cfg)
+    assert list((out / "previews").glob("*.gif"))  # the run wrote videos inside the data folder
+    data = load_checkpoint(out / "last.safetensors").meta["data"]
+    assert (data["num_videos"], data["num_classes"]) == (6, 2)
+    # Without the exclusion the run's folder would be a third class with its own files.
+    everything = VideoFolder(root)
+    assert everything.num_classes == 3 and len(everything) > 6
+    resumed = train(cfg.replace(steps=3, resume="auto"))
+    assert len(resumed.losses) == 1 and load_checkpoint(out / "last.safetensors").meta["data"] == data

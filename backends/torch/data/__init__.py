@@ -74,10 +74,11 @@ def build_video_folder(cfg: Any) -> Built:
 
     root = str(Path(_video_root(cfg)).resolve())
     # The held-out files never reach training; `vdm eval` draws its real clips from them.
+    exclude = [str(Path(cfg.out_dir).resolve())]  # the run's own outputs, if OUT lies inside the folder
     ds = VideoFolder(root, clip=_video_clip_spec(cfg), cache_dir=video_cache_dir(cfg), seed=cfg.seed,
-                     heldout_fraction=cfg.heldout_fraction, subset="train")
+                     heldout_fraction=cfg.heldout_fraction, subset="train", exclude=exclude)
     heldout = {"fraction": cfg.heldout_fraction, "rule": HELDOUT_RULE, "files": ds.heldout_files}
-    return _video_meta(cfg, "folder", ds, {"root": root, "heldout": heldout})
+    return _video_meta(cfg, "folder", ds, {"root": root, "heldout": heldout, "exclude": exclude})
 
 
 def build_ucf101(cfg: Any) -> Built:

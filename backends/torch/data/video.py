@@ -379,12 +379,13 @@ class VideoFolder(VideoClips):
     dataset is unlabelled and every label is -1.
 
     ``heldout_fraction`` splits the files by :func:`heldout_split` (the list is
-    :attr:`heldout_files`); ``subset`` picks "all" files, the "train" files or the "heldout" ones."""
+    :attr:`heldout_files`); ``subset`` picks "all" files, the "train" files or the "heldout" ones.
+    Files under ``exclude`` (folders) or ``cache_dir`` are never part of the dataset."""
 
     def __init__(self, root: str | os.PathLike[str], clip: ClipSpec | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
                  extensions: Sequence[str] = VIDEO_EXTENSIONS, heldout_fraction: float = 0.0,
-                 subset: str = "all") -> None:
+                 subset: str = "all", exclude: Sequence[str | os.PathLike[str]] = ()) -> None:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"video folder {root} does not exist or is not a directory")
@@ -395,9 +396,10 @@ class VideoFolder(VideoClips):
         exts = tuple(e.lower() for e in extensions)
         files = sorted(p for p in root.rglob("*") if _is_video(p, exts)
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        if cache_dir is not None:  # never treat cache files as inputs
-            cache = Path(cache_dir).resolve()
-            files = [p for p in files if cache not in p.resolve().parents]
+        # Never treat the cache or other excluded folders (a training run's OUT, with its preview GIFs,
+        # when it lies inside the data folder) as inputs: a resumed run would see other files.
+        skip = [Path(d).resolve() for d in (*exclude, *(() if cache_dir is None else (cache_dir,)))]
+        files = [p for p in files if not any(d in p.resolve().parents for d in skip)]
         rels = [p.relative_to(root) for p in files]
         labelled = bool(rels) and all(len(r.parts) >= 2 for r in rels)
         classes = sorted({r.parts[0] for r in rels}) if labelled else []

@@ -123,7 +123,8 @@ def _folder_reference(data_meta: dict[str, Any], seed: int, cache_dir: str | Non
                                    source=f"{root} (held-out files)")
         source = f"{len(ds)} of the {len(held)} files of {root} that the run held out (listed in the checkpoint)"
     else:  # an older checkpoint, or a run with --heldout-fraction 0 or a single file
-        ds = video_data.VideoFolder(root, clip, cache, seed + HELDOUT_SEED_OFFSET)
+        ds = video_data.VideoFolder(root, clip, cache, seed + HELDOUT_SEED_OFFSET,
+                                    exclude=(data_meta.get("options") or {}).get("exclude") or ())
         source = f"all files of {root}: the run held none out, so the real clips were seen in training"
     return _video_reference(ds, source, seed)
 
