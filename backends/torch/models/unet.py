@@ -214,7 +214,7 @@ class ResBlock(nn.Module):
             self.conv_t = nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0))
         self.skip = nn.Identity() if cin == cout else SpatialConv(cin, cout, kernel=1)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, independent: Tensor | None = None) -> Tensor:
         b = emb.shape[0]
         h = self.conv1(F.silu(self.norm1(x)))
         _, c, hh, ww = h.shape
@@ -224,8 +224,13 @@ class ResBlock(nn.Module):
             # The 3x1x1 Conv3d runs as a 3x1 conv2d on (B, C, T, H*W): same weights and maths, but
             # a 2D conv, which ONNX Runtime runs with its blocked NCHWc kernels (its Conv3d has none).
             ht = F.silu(self.norm_t(h)).reshape(b, -1, c, hh * ww).transpose(1, 2)
-            ht = F.conv2d(ht, self.conv_t.weight.squeeze(-1), self.conv_t.bias, padding=(1, 0))
-            h = h + ht.transpose(1, 2).reshape(-1, c, hh, ww)
+            w = self.conv_t.weight.squeeze(-1)
+            out_t = F.conv2d(ht, w, self.conv_t.bias, padding=(1, 0))
+            if independent is not None:
+                # Independent frames see the conv as a 1-frame video does: the centre tap only.
+                alone = F.conv2d(ht, w[:, :, 1:2], self.conv_t.bias)
+                out_t = torch.where(independent[:, None, None, None], alone, out_t)
+            h = h + out_t.transpose(1, 2).reshape(-1, c, hh, ww)
         return self.skip(x) + h
 
 
@@ -269,7 +274,7 @@ class TemporalAttention(nn.Module):
         rel = (pos[None, :] - pos[:, None]).clamp(-self.max_dist, self.max_dist) + self.max_dist
         return self.rel_bias[:, rel]
 
-    def forward(self, x: Tensor, batch: int) -> Tensor:
+    def forward(self, x: Tensor, batch: int, independent: Tensor | None = None) -> Tensor:
         _, c, hh, ww = x.shape
         seq = self.norm(x).reshape(batch, -1, c, hh, ww).permute(0, 3, 4, 1, 2)
         t = seq.shape[3]
@@ -283,6 +288,9 @@ class TemporalAttention(nn.Module):
                    .reshape(-1, t, self.heads, self.head_dim).transpose(1, 2)
                    for i, s in ((0, scale), (1, 1.0), (2, 1.0)))  # each (B*H*W, heads, T, d)
         out = _attention(q, k, v, self.relative_bias(t, x.device), self.head_dim, prescaled=True)
+        if independent is not None:
+            # A frame that may attend only to itself gets its own value: softmax over one key is 1.
+            out = torch.where(independent.repeat_interleave(hh * ww)[:, None, None, None], v, out)
         out = self.proj(out.transpose(1, 2).reshape(-1, c))
         return x + out.reshape(batch, hh, ww, t, c).permute(0, 3, 4, 1, 2).reshape(-1, c, hh, ww)
 
@@ -321,12 +329,12 @@ class _Stage(nn.Module):
         use_tattn = cfg.temporal and level in cfg.temporal_attn_levels
         self.tattn = TemporalAttention(cout, cfg) if use_tattn else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        x = self.res(x, emb)
+    def forward(self, x: Tensor, emb: Tensor, independent: Tensor | None = None) -> Tensor:
+        x = self.res(x, emb, independent)
         if self.attn is not None:
             x = self.attn(x)
         if self.tattn is not None:
-            x = self.tattn(x, emb.shape[0])
+            x = self.tattn(x, emb.shape[0], independent)
         return x
 
 
@@ -340,7 +348,11 @@ def _tracing() -> bool:
 
 
 class VideoUNet(nn.Module):
-    """Denoiser ``forward(x (B,C,T,H,W), t (B,), y (B,) | None) -> (B, C or 2C, T, H, W)``."""
+    """Denoiser ``forward(x (B,C,T,H,W), t (B,), y (B,) | None) -> (B, C or 2C, T, H, W)``.
+
+    ``independent`` (B,) bool marks samples whose T frames are unrelated images (joint
+    image-video training): their temporal layers see each frame as a 1-frame video, so each
+    output frame equals the network run on that frame alone, and no frame sees another."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -387,7 +399,8 @@ class VideoUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def check_input(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> None:
+    def check_input(self, x: Tensor, t: Tensor, y: Tensor | None = None,
+                    independent: Tensor | None = None) -> None:
         """Raise ValueError with a clear message for malformed inputs."""
         cfg = self.config
         if x.dim() != 5:
@@ -411,10 +424,13 @@ class VideoUNet(nn.Module):
             if tuple(y.shape) != (b,) or y.dtype not in (torch.int64, torch.int32):
                 raise ValueError(f"y must be an integer tensor of shape ({b},), got "
                                  f"{tuple(y.shape)} {y.dtype}")
+        if independent is not None and (tuple(independent.shape) != (b,) or independent.dtype != torch.bool):
+            raise ValueError(f"independent must be a bool tensor of shape ({b},), got "
+                             f"{tuple(independent.shape)} {independent.dtype}")
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, independent: Tensor | None = None) -> Tensor:
         if not _tracing():
-            self.check_input(x, t, y)
+            self.check_input(x, t, y, independent)
         dtype = self.conv_in.weight.dtype
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(dtype))
         if self.class_emb is not None:
@@ -426,13 +442,13 @@ class VideoUNet(nn.Module):
         h = self.conv_in(x.to(dtype).transpose(1, 2).reshape(-1, c, hh, ww))
         skips = [h]
         for block in self.down:
-            h = block(h, emb) if isinstance(block, _Stage) else block(h)
+            h = block(h, emb, independent) if isinstance(block, _Stage) else block(h)
             skips.append(h)
         for block in self.mid:
-            h = block(h, emb)
+            h = block(h, emb, independent)
         for block in self.up:
             if isinstance(block, _Stage):
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, independent)
             else:
                 h = block(h)
         out = self.conv_out(F.silu(self.norm_out(h)))

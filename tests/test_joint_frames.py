@@ -1,0 +1,71 @@
+"""Joint image-video training: a sample marked ``independent`` is T unrelated images. Checked against
+the plain form (each frame run alone as a 1-frame video) and by perturbing one frame."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import MICRO_UNET
+from vdm.backends.torch.models.unet import UNetConfig, VideoUNet
+
+
+@pytest.fixture(scope="module")
+def net() -> VideoUNet:
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig(**{**MICRO_UNET, "num_classes": 3})).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # random weights everywhere, including the zero-initialised output
+            p.normal_(0, 0.3)
+    return model
+
+
+def _inputs(b: int = 3, t: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 1, t, 8, 8, generator=g, dtype=torch.float64)
+    return x, torch.tensor([10.0, 500.0, 990.0][:b], dtype=torch.float64), torch.tensor([0, 2, 1][:b])
+
+
+def test_independent_frames_equal_each_frame_run_alone(net):
+    x, t, y = _inputs()
+    independent = torch.tensor([True, False, True])
+    with torch.no_grad():
+        out = net(x, t, y, independent)
+        alone = torch.cat([net(x[:, :, k:k + 1], t, y) for k in range(x.shape[2])], dim=2)
+        video = net(x, t, y)
+    for i in (0, 2):
+        torch.testing.assert_close(out[i], alone[i], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1], video[1], rtol=0, atol=0)  # video samples are untouched
+    assert (video[0] - alone[0]).abs().max() > 1e-3  # as a video, frames do see each other
+
+
+def test_no_frame_of_an_independent_sample_sees_another(net):
+    x, t, y = _inputs()
+    independent = torch.tensor([True, False, True])
+    bumped = x.clone()
+    bumped[:, :, 1] += 1.0
+    with torch.no_grad():
+        a, b = net(x, t, y, independent), net(bumped, t, y, independent)
+    others = [0, 2, 3]
+    assert (a[[0, 2]][:, :, others] - b[[0, 2]][:, :, others]).abs().max() < 1e-12
+    assert (a[1, :, others] - b[1, :, others]).abs().max() > 1e-3  # the video sample mixes frames
+    assert (a[0, :, 1] - b[0, :, 1]).abs().max() > 1e-3
+
+
+def test_all_false_is_the_plain_video_forward(net):
+    x, t, y = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, y, torch.zeros(3, dtype=torch.bool)), net(x, t, y), rtol=0, atol=0)
+
+
+def test_gradients_of_an_independent_frame_stay_in_it(net):
+    x, t, y = _inputs(b=1)
+    x = x.clone().requires_grad_(True)
+    net(x, t, y, torch.tensor([True]))[:, :, 2].sum().backward()
+    grad = x.grad.abs().sum(dim=(0, 1, 3, 4))
+    assert grad[2] > 0 and float(grad[[0, 1, 3]].max()) == 0.0
+
+
+def test_bad_independent_mask_is_a_clear_error(net):
+    x, t, y = _inputs()
+    with pytest.raises(ValueError, match="independent must be a bool tensor of shape"):
+        net(x, t, y, torch.ones(3))
