@@ -141,6 +141,9 @@ def register(app: typer.Typer) -> None:
             "(default: unconditional)")] = None,
         label_dropout: Annotated[float | None, typer.Option(
             help="Classifier-free guidance: probability of training with the null label. (default: 0.1)")] = None,
+        image_fraction: Annotated[float | None, typer.Option(
+            help="Joint image-video training: share of each batch given as sets of independent frames, which "
+                 "the temporal layers see as 1-frame videos. (default: 0)")] = None,
         # optimisation
         batch_size: Annotated[int | None, typer.Option(help="Clips per step per process. (default: 16)")] = None,
         steps: Annotated[int | None, typer.Option(
@@ -219,7 +222,8 @@ def register(app: typer.Typer) -> None:
                 "flow_density_params": _kv(flow_density_param, "--flow-density-param"), "flow_shift": flow_shift,
                 "sigma_data": sigma_data, "edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std,
                 "hybrid_lambda": hybrid_lambda, "min_snr_gamma": min_snr_gamma, "conditional": conditional,
-                "label_dropout": label_dropout, "batch_size": batch_size, "steps": steps, "lr": lr,
+                "label_dropout": label_dropout, "image_fraction": image_fraction,
+                "batch_size": batch_size, "steps": steps, "lr": lr,
                 "warmup_steps": warmup_steps, "lr_decay": lr_decay, "lr_min": lr_min,
                 "weight_decay": weight_decay, "grad_clip": grad_clip,
                 "ema_decay": ema_decay, "ema_warmup": ema_warmup, "bf16": bf16, "seed": seed, "out_dir": out,

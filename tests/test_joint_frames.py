@@ -69,3 +69,30 @@ def test_bad_independent_mask_is_a_clear_error(net):
     x, t, y = _inputs()
     with pytest.raises(ValueError, match="independent must be a bool tensor of shape"):
         net(x, t, y, torch.ones(3))
+
+
+# --------------------------------------------------------------------------- the batches of joint training
+
+
+def test_mix_in_images_keeps_the_clips_and_draws_every_image_from_the_batch():
+    from vdm.backends.torch.training.images import mix_in_images
+
+    torch.manual_seed(3)
+    x0 = torch.randn(5, 2, 4, 3, 3)
+    mixed, independent = mix_in_images(x0, 2)
+    assert independent.tolist() == [False, False, False, True, True]
+    assert torch.equal(mixed[:3], x0[:3])
+    pool = x0.transpose(1, 2).reshape(-1, 2, 3, 3)
+    for i in (3, 4):
+        for k in range(4):
+            assert any(torch.equal(mixed[i, :, k], frame) for frame in pool)
+    assert not torch.equal(mixed[3:], x0[3:])
+
+
+def test_no_images_draws_nothing():
+    from vdm.backends.torch.training.images import mix_in_images
+
+    x0 = torch.randn(3, 1, 2, 2, 2)
+    state = torch.get_rng_state()
+    out, independent = mix_in_images(x0, 0)
+    assert out is x0 and independent is None and torch.equal(torch.get_rng_state(), state)

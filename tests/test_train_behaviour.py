@@ -1,5 +1,6 @@
 """The training options change what they should: label dropout, min-SNR, the hybrid loss's stop-gradient,
-EMA, LR warm-up and decay, and weight-decay groups, observed in the real loop and checked against closed forms."""
+EMA, LR warm-up and decay, weight-decay groups and joint image-video batches, observed in the real loop and
+checked against closed forms."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class _Spy:
         self.model = None
         self.num_classes = None
         self.labels: list[torch.Tensor | None] = []
+        self.independent: list[torch.Tensor | None] = []  # the `independent` mask of each forward
         self.params: list[dict[str, torch.Tensor]] = []  # parameters at the start of each forward
         self.out_grads: list[torch.Tensor] = []  # d loss / d network output, from the loop's own backward
 
@@ -50,6 +52,7 @@ def spy(monkeypatch) -> _Spy:
     def pre(mod, args, kwargs):
         if mod is s.model:  # the EMA deep copy carries this hook too
             s.labels.append(kwargs.get("y", args[2] if len(args) > 2 else None))
+            s.independent.append(kwargs.get("independent", args[3] if len(args) > 3 else None))
             s.params.append({n: p.detach().clone() for n, p in mod.named_parameters()})
 
     def post(mod, args, kwargs, out):
@@ -144,6 +147,31 @@ def test_label_dropout_replaces_labels_by_the_null_class_at_the_configured_rate(
         assert _binomial_plausible(k, n, rate), (rate, k)
         others = [p for p in (0.0, 0.1, 0.5) if p != rate]
         assert not any(_binomial_plausible(k, n, p) for p in others), (rate, k)  # the test separates the rates
+
+
+def test_image_fraction_sends_image_sets_marked_independent_with_no_label(tmp_path, spy):
+    """Joint image-video training: round(f * B) samples per batch reach the network marked independent and
+    with the null class; without it the network never gets the mask, and the runs' losses differ."""
+    n_batch, n_steps = 8, 3
+    base = train(_cfg(tmp_path, "videos", conditional=True, label_dropout=0.0, batch_size=n_batch, steps=n_steps))
+    assert spy.independent == [None] * n_steps
+    true_labels = list(spy.labels)
+    spy.labels.clear()
+    spy.independent.clear()
+    mixed = train(_cfg(tmp_path, "joint", conditional=True, label_dropout=0.0, batch_size=n_batch, steps=n_steps,
+                       image_fraction=0.25))
+    want = torch.tensor([False] * 6 + [True] * 2)  # round(0.25 * 8) = 2, the last two of the batch
+    assert len(spy.independent) == n_steps and all(torch.equal(m, want) for m in spy.independent)
+    for got, true in zip(spy.labels, true_labels, strict=True):
+        assert torch.equal(got[:6], true[:6]) and (got[6:] == spy.num_classes).all()
+    assert mixed.losses != base.losses
+
+
+def test_image_fraction_that_gives_no_image_is_refused():
+    with pytest.raises(ValueError, match="is no image sample"):
+        TrainConfig(image_fraction=0.05, batch_size=4)
+    with pytest.raises(ValueError, match=r"image_fraction must lie in \[0, 1\)"):
+        TrainConfig(image_fraction=1.0)
 
 
 # --------------------------------------------------------------------------- 2. min-SNR

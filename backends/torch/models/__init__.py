@@ -3,8 +3,11 @@
 A new architecture is one module here with a frozen config dataclass (``to_dict``/``from_dict``,
 ``in_channels``, ``out_channels``, ``num_classes``, ``size_divisor``, ``frames``, ``image_size``)
 and an ``nn.Module`` built from it with the call ``net(x (B,C,T,H,W), t (B,), y (B,) | None)``;
-then one row in :data:`ARCHITECTURES`. The diffusion contract (noise process, prediction type,
-schedule) is not part of any architecture config: checkpoints and exports carry it beside it.
+then one row in :data:`ARCHITECTURES`. A network that can also take ``independent`` (B,) bool
+(samples whose frames are unrelated images, each to be seen as a 1-frame video) says so in its
+row, and joint image-video training (``--image-fraction``) becomes available for it. The
+diffusion contract (noise process, prediction type, schedule) is not part of any architecture
+config: checkpoints and exports carry it beside it.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ class Architecture:
     config: type  # the frozen config dataclass
     network: type  # nn.Module subclass taking the config
     presets: Mapping[str, Mapping[str, Any]]  # named config field values
+    independent_frames: bool = False  # the network takes ``independent`` (B,) bool: joint image-video training
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "unet": Architecture(unet.UNetConfig, unet.VideoUNet, unet.PRESETS),
+    "unet": Architecture(unet.UNetConfig, unet.VideoUNet, unet.PRESETS, independent_frames=True),
 }
 DEFAULT_ARCHITECTURE = "unet"
 

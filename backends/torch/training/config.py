@@ -19,6 +19,7 @@ import vdm_ref
 from ... import configs
 from ..data import DATASETS, data_channels
 from ..models import ARCHITECTURES, preset
+from .images import images_per_batch
 from .optim import LR_DECAYS
 
 
@@ -63,6 +64,7 @@ class TrainConfig:
     edm_p_std: float = vdm_ref.EDM_P_STD
     conditional: bool = False  # class-conditional (labels from the dataset)
     label_dropout: float = 0.1  # CFG: probability of replacing a label with the null class
+    image_fraction: float = 0.0  # joint image-video training: share of each batch given as independent images
     # --- optimisation
     batch_size: int = 16  # per process
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this number)
@@ -137,6 +139,15 @@ class TrainConfig:
                 errs.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             errs.append(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.image_fraction < 1.0:  # also rejects NaN
+            errs.append(f"image_fraction must lie in [0, 1), got {self.image_fraction}")
+        elif self.image_fraction > 0 and self.architecture in ARCHITECTURES:
+            if not ARCHITECTURES[self.architecture].independent_frames:
+                errs.append(f"image_fraction needs an architecture that takes independent frames; "
+                            f"{self.architecture!r} does not")
+            elif images_per_batch(self.image_fraction, self.batch_size) == 0:
+                errs.append(f"image_fraction {self.image_fraction} of a batch of {self.batch_size} is no image "
+                            "sample; raise it or --batch-size")
         if not 0.0 <= self.label_dropout < 1.0:
             errs.append(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:

@@ -49,6 +49,7 @@ from .batches import EpochIndexed, StepBatchSampler, step_seed
 from .checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from .config import RUNTIME_OPTIONS, TrainConfig, model_config, resume_path, train_process
 from .distributed import DistInfo, init_distributed
+from .images import images_per_batch, mix_in_images
 from .objectives import OBJECTIVES
 from .optim import ema_decay_at, ema_update, lr_at, param_groups
 
@@ -314,18 +315,22 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
             if batch_hook is not None:
                 x0 = batch_hook(step, x0)
             b = x0.shape[0]
+            x0, independent = mix_in_images(x0, images_per_batch(cfg.image_fraction, b))
             noised = objective.draw(cfg, sched, x0)  # noise level and noise first: v1's draw order on vp
             labels = None
             if mcfg.num_classes:
                 labels = y.to(device).long()
                 drop = torch.rand(b, device=device) < cfg.label_dropout
+                if independent is not None:  # image sets mix clips of several classes: no label
+                    drop = drop | independent
                 labels = torch.where(drop, torch.full_like(labels, mcfg.num_classes), labels)
+            frames = {} if independent is None else {"independent": independent}
             lr = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps, decay=cfg.lr_decay,
                        lr_min=cfg.lr_min)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                out_t = net(noised.net_input, noised.condition, labels)
+                out_t = net(noised.net_input, noised.condition, labels, **frames)
             per = objective.loss(cfg, sched, noised, out_t.float())
             loss = per.mean()
             optimizer.zero_grad(set_to_none=True)
