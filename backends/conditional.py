@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import one_line
 from .sampling import Conditioning, LoadedModel, SamplingError, SamplingOptions, sample_videos
 
 Progress = Callable[[int, int], None]  # (windows done, windows in total)
@@ -59,7 +60,7 @@ def read_clip(path: str | Path, channels: int, size: int) -> np.ndarray:
     try:
         rgb = media.decode_video(path, size)
     except Exception as exc:  # PyAV raises many types for a file that is not a video
-        raise SamplingError(f"cannot read the clip {path}: {' '.join(str(exc).split()) or type(exc).__name__} "
+        raise SamplingError(f"cannot read the clip {path}: {one_line(exc, None) or type(exc).__name__} "
                             "(give a video file PyAV can decode, or a .npy of shape (C, T, H, W))") from None
     u8 = media.rgb_to_channels(rgb, channels)
     return (u8.astype(np.float32) / 127.5 - 1.0).transpose(3, 0, 1, 2)
@@ -69,7 +70,7 @@ def _npy_clip(path: Path, channels: int, size: int) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise SamplingError(f"cannot read the clip {path}: {' '.join(str(exc).split())}") from None
+        raise SamplingError(f"cannot read the clip {path}: {one_line(exc, None)}") from None
     if arr.ndim == 5 and arr.shape[0] != 1:
         raise SamplingError(f"the clip {path} holds {arr.shape[0]} clips (shape {arr.shape}); give one clip of "
                             "shape (C, T, H, W), e.g. np.save('clip.npy', samples[0])")

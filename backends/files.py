@@ -174,8 +174,8 @@ def remove_stale_temp_files_of(*paths: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def one_line(exc: BaseException | str, limit: int = 200) -> str:
+def one_line(exc: BaseException | str, limit: int | None = 200) -> str:
     """An exception's message on one line, cut to ``limit`` characters (native libraries
-    write multi-line messages; the user gets one line)."""
+    write multi-line messages; the user gets one line); ``limit=None`` keeps it whole."""
     text = " ".join(str(exc).split())
-    return text if len(text) < limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) < limit else text[: limit - 3] + "..."

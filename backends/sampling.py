@@ -29,6 +29,8 @@ import numpy as np
 
 import vdm_ref
 
+from .files import one_line
+
 BACKENDS = ("torch", "ort")
 DEVICES = {"torch": ("cpu", "cuda"), "ort": ("cpu", "cuda", "tensorrt")}
 
@@ -282,7 +284,7 @@ def plan_sampling(model: LoadedModel, num: int, options: SamplingOptions) -> Pla
     try:
         levels = solver_levels(model, options)
     except ValueError as exc:
-        raise SamplingError(" ".join(str(exc).split())) from None
+        raise SamplingError(one_line(exc, None)) from None
     return Plan(num, (model.channels, frames, size, size), labels, np.zeros(0, np.int64), levels)
 
 
@@ -323,7 +325,7 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
             x = model.run_batch(plan, batch_noise(seed, plan, start, stop), labels, options, step_done,
                                 None if condition is None else condition.batch(start, stop))
         except ValueError as exc:
-            raise SamplingError(" ".join(str(exc).split())) from None
+            raise SamplingError(one_line(exc, None)) from None
         x = np.asarray(x, np.float32)
         if not np.isfinite(x).all():  # clipping would hide it, and media files would show black frames
             raise SamplingError(f"samples {start}..{stop - 1} hold NaN or infinite values: the model's weights or "
@@ -448,7 +450,7 @@ def process_from_meta(meta: Mapping[str, Any]) -> vdm_ref.Process:
     try:
         return process_of(meta)
     except (TypeError, ValueError) as exc:
-        raise SamplingError(f"the model's recorded noise process is invalid: {' '.join(str(exc).split())}") from None
+        raise SamplingError(f"the model's recorded noise process is invalid: {one_line(exc, None)}") from None
 
 
 def _level_index(lv: Levels) -> dict[tuple[float, float], int]:

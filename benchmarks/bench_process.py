@@ -1,4 +1,5 @@
-"""vp (v-prediction) against flow matching on the quickstart's budget (not a test).
+"""vp (v-prediction) against flow matching, and joint image-video training, on the quickstart's budget
+(not a test).
 
 Trains the quickstart model (QUICKSTART_TRAIN: tiny preset, moving shapes, 400 steps of batch 16)
 once per noise process, then samples each checkpoint with a few solvers at a fixed number of
@@ -32,6 +33,9 @@ RUNS: dict[str, tuple[dict[str, Any], list[tuple[str, int]]]] = {
     "flow-uniform": ({"process": "flow", "prediction": ""}, [("euler", 20), ("dpmpp_2m", 20), ("heun", 10)]),
     "flow-logit-normal": ({"process": "flow", "prediction": "", "flow_density": "logit_normal"},
                           [("euler", 20), ("dpmpp_2m", 20), ("heun", 10)]),
+    # joint image-video training: a quarter of each batch as independent frames (README, Training)
+    "flow-logit-normal-images": ({"process": "flow", "prediction": "", "flow_density": "logit_normal",
+                                 "image_fraction": 0.25}, [("euler", 20), ("dpmpp_2m", 20)]),
 }
 METRICS = ("coherent_fraction", "count_consistency", "velocity_residual")
 

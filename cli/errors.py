@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
+from vdm.backends.files import one_line
 
 try:  # typer >= 0.22 vendors click
     from typer._click.exceptions import ClickException
@@ -51,7 +52,7 @@ def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     torchrun launch prefix their rank, so interleaved lines stay readable."""
     rank = os.environ.get("RANK")
     prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
-    typer.echo(f"{prefix}error: " + " ".join(str(message).split()), err=True)
+    typer.echo(f"{prefix}error: " + one_line(message, None), err=True)
     raise typer.Exit(code)
 
 

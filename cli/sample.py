@@ -139,9 +139,11 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str | None, steps: in
         raise SamplingError(f"--extend/--interpolate runs on the solvers ({', '.join(vdm_ref.SOLVERS)}), not "
                             f"{sampler}; euler is DDIM with eta 0 (spec 17.3)")
     # --frames is the window of each call with --extend/--interpolate, the model's own; the video's length otherwise.
-    options = SamplingOptions(sampler=sampler or "euler", steps=steps, spacing=spacing, eta=eta, shift=shift,
-                              karras=karras, final=final_sigma, clip=clip, threshold=threshold, guidance=guidance,
-                              klass=klass, batch_size=batch_size, frames=None if long_video else frames, size=size)
+    # Until the model is loaded, an unset sampler checks as a solver; the process's default replaces it below.
+    options = SamplingOptions(sampler=sampler or sampling.CONDITIONAL_DEFAULT_SAMPLER, steps=steps, spacing=spacing,
+                              eta=eta, shift=shift, karras=karras, final=final_sigma, clip=clip, threshold=threshold,
+                              guidance=guidance, klass=klass, batch_size=batch_size,
+                              frames=None if long_video else frames, size=size)
     options.check()
     outputs = (out, media.sheet_path(out))
     for path in outputs:  # before the model loads and samples: an unwritable --out fails at once

@@ -1,7 +1,7 @@
 """fp16 export: half-precision weights and activations with float32 islands.
 
 The network already computes its timestep embedding, GroupNorm and softmax in float32 and
-casts back (backends/torch/model.py). Converting with ``module.half()`` would also halve the
+casts back (backends/torch/models/unet.py). Converting with ``module.half()`` would also halve the
 GroupNorm affine parameters, which then no longer match their float32 input, so norms keep
 float32 parameters here. :func:`float32_islands` checks the result on the exported graph.
 """

@@ -3,7 +3,7 @@
 Steps: wrap the network so that the graph boundary is float32 ``x`` (B,C,T,H,W), float32
 ``t`` (B,) and, for class-conditional models, int64 ``y`` (B,) -> float32 ``out``; export with
 the legacy TorchScript exporter (default) or the dynamo exporter at a pinned opset; embed the
-sampling metadata (export/metadata.py); run ``onnx.checker`` with ``full_check``; refuse
+sampling metadata (backends/ort/metadata.py); run ``onnx.checker`` with ``full_check``; refuse
 GroupNormalization nodes (no ORT kernel for the opset-21 op); then run ONNX Runtime (CPU) and
 PyTorch on random inputs at shapes other than the export example and at several timesteps.
 Only if every case is within tolerance is the file moved into place (temp + ``os.replace``).
@@ -32,7 +32,7 @@ from .fp16 import float32_islands, to_fp16
 DEFAULT_OPSET = 17
 # 17..20: every op the network needs has ORT kernels; 21+ would emit GroupNormalization-21.
 SUPPORTED_OPSETS = range(14, 21)
-# Default legacy: its graphs run as fast as dynamo's and it exports about 10x faster
+# Default legacy: its graphs run as fast as dynamo's and it exports much faster
 # (benchmarks/bench_sampling.py; the figures are in the README's performance section).
 EXPORTERS = ("legacy", "dynamo")
 # Parity tolerances, graph vs the float32 PyTorch model: a case passes when
@@ -233,7 +233,7 @@ def export_model(
         try:
             onnx.checker.check_model(proto, full_check=True)
         except Exception as exc:  # onnx raises ValidationError / InferenceError
-            raise ExportError(f"onnx.checker rejected the exported graph: {' '.join(str(exc).split())[:400]}") from None
+            raise ExportError(f"onnx.checker rejected the exported graph: {files.one_line(exc, 400)}") from None
         onnx.save(proto, str(tmp))
         export_s = time.perf_counter() - t0
         log(f"exported with the {options.exporter} exporter at opset {options.opset} in {export_s:.1f} s "
@@ -309,7 +309,7 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
         raise
     except Exception as exc:
         raise ExportError(f"torch.onnx.export ({options.exporter}) failed: {type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:400]}") from None
+                          f"{files.one_line(exc, 400)}") from None
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

@@ -77,3 +77,10 @@ def _tiny_graph() -> bytes:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", 1, [2])],
                               [helper.make_tensor_value_info("b", 1, [2])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def test_every_device_has_its_provider():
+    from vdm.backends import sampling
+    from vdm.backends.ort import providers
+
+    assert tuple(providers.PROVIDER_NAMES) == providers.DEVICES == sampling.DEVICES["ort"]

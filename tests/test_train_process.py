@@ -15,12 +15,12 @@ from helpers import MICRO_TRAIN_MODEL
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
+from vdm.backends.sampling import DEFAULT_SAMPLERS
 from vdm.backends.torch import ops
 from vdm.backends.torch.models import build_model
 from vdm.backends.torch.training import TrainConfig, resolve_config, resolve_run_config, train
 from vdm.backends.torch.training.checkpoint import CheckpointError, load_checkpoint, read_meta
 from vdm.backends.torch.training.config import QUICKSTART_TRAIN, model_config
-from vdm.backends.torch.training.loop import PREVIEW_SAMPLERS
 from vdm.backends.torch.training.objectives import OBJECTIVES
 
 import vdm_ref
@@ -50,7 +50,7 @@ def _replayed_draws(seed: int, family: str, x0: torch.Tensor, T: int = 1000) -> 
 
 
 def test_the_tables_cover_every_family():
-    assert set(OBJECTIVES) == set(vdm_ref.FAMILIES) == set(PREVIEW_SAMPLERS)
+    assert set(OBJECTIVES) == set(vdm_ref.FAMILIES) == set(DEFAULT_SAMPLERS)
 
 
 # --------------------------------------------------------------------------- the objectives in float64

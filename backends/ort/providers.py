@@ -17,7 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-DEVICES = ("cpu", "cuda", "tensorrt")
+from ..sampling import DEVICES as SAMPLING_DEVICES
+
+DEVICES = SAMPLING_DEVICES["ort"]  # one table: vdm sample --device reads the same
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

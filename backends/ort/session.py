@@ -124,7 +124,7 @@ class StepSessions:
 
     One thread and no spinning by default: the graphs are a few elementwise ops, and a spinning
     intra-op pool left behind after each step steals the cores from the next network call
-    (measured: 86 ms instead of 56 ms per step at the quickstart shape on 2 cores)."""
+    (benchmarks/bench_sampling.py measures the sampler's share of a step)."""
 
     def __init__(self, choice: ProviderChoice | None = None, *, threads: int | None = 1) -> None:
         # TensorRT gains nothing on a few elementwise ops and would build an engine per shape.

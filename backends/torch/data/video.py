@@ -62,7 +62,7 @@ def report_warnings(emit: Callable[[str], None] | None) -> Iterator[None]:
 
         def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
             if emit is not None and issubclass(category, VideoDataWarning):
-                emit(f"warning: {' '.join(str(message).split())}")
+                emit(f"warning: {one_line(message, None)}")
             else:
                 shown(message, category, *args, **kwargs)
 

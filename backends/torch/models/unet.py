@@ -154,8 +154,8 @@ def _norm(channels: int, groups: int) -> GroupNorm32:
 class SpatialConv(nn.Conv3d):
     """A 1xkxk Conv3d (weights shaped like a 3D U-Net's) applied to (B*T, C, H, W).
 
-    It runs as conv2d on the frames: identical maths, but CPU conv3d kernels are about 2x
-    slower for 1xkxk kernels and would need (B, C, T, H, W) copies around every layer.
+    It runs as conv2d on the frames: identical maths, but CPU conv3d kernels are slower for
+    1xkxk kernels and would need (B, C, T, H, W) copies around every layer.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import vdm_ref
 
 from ... import configs
+from ...files import one_line
 from ..data import DATASETS, data_channels
 from ..models import ARCHITECTURES, preset
 from .images import images_per_batch
@@ -328,7 +329,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             raise ValueError(f"config file {path} must end in .json or .toml")
     except (json.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"cannot parse config file {path}: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"cannot parse config file {path}: {one_line(exc, None)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table/object of options")
     configs.check_keys(TrainConfig, data, f"config file {path}")

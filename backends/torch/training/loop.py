@@ -397,18 +397,14 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
                        steps_per_s=(step - start) / max(total, 1e-9), world_size=dd.world, model=model, ema=ema)
 
 
-# The sampler of the previews per noise process: DDIM on vp (as before spec 2), Euler (spec 17.4),
-# its counterpart on (alpha, sigma), on the others.
-PREVIEW_SAMPLERS: dict[str, str] = {"vp": "ddim", "flow": "euler", "edm": "euler"}
-
-
 def _preview(ema: nn.Module, meta: dict[str, Any], cfg: TrainConfig, step: int, out: Path,
              device: torch.device) -> None:
     from ...media import save_gif
-    from ...sampling import SamplingOptions, sample_videos, torch_model
+    from ...sampling import DEFAULT_SAMPLERS, SamplingOptions, sample_videos, torch_model
 
-    # Fixed seed: previews are comparable across steps, and the training RNG is left alone.
-    options = SamplingOptions(sampler=PREVIEW_SAMPLERS[cfg.process], steps=cfg.preview_steps,
+    # Fixed seed: previews are comparable across steps, and the training RNG is left alone. The
+    # process's default sampler, as `vdm sample` and `vdm eval` use.
+    options = SamplingOptions(sampler=DEFAULT_SAMPLERS[cfg.process], steps=cfg.preview_steps,
                               batch_size=cfg.preview_num)
     videos = sample_videos(torch_model(ema, meta, device), cfg.preview_num, cfg.seed, options)
     save_gif(out / "previews" / f"step_{step:07d}.gif", videos)
