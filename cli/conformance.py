@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from vdm.backends.conformance.protocol import DTYPES
+from vdm.backends.conformance.runner import BUILTIN
 
 from .errors import CANNOT_WRITE, fail, require_extras
 
@@ -18,12 +20,12 @@ def register(app: typer.Typer) -> None:
     def conformance(
         backend: Annotated[str, typer.Argument(
             metavar="BACKEND",
-            help="numpy, torch, torch:cuda, ort (the sampler clauses), or package.module:attr "
+            help=f"{', '.join(BUILTIN)} (ort: the sampler clauses), or package.module:attr "
             "(an adapter instance, class or factory).",
         )],
         device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
         dtype: Annotated[str | None, typer.Option(
-            help="float64 (default), float32, bfloat16 or float16.")] = None,
+            help=f"One of {', '.join(DTYPES)} (default {DTYPES[0]}).")] = None,
         report: Annotated[Path | None, typer.Option(help="Write a JSON report here (atomically).")] = None,
         xfail: Annotated[Path | None, typer.Option(
             help="Expected-failure list (JSON, or TOML if *.toml).")] = None,

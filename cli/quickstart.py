@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from vdm.backends.sampling import DEFAULT_SAMPLERS  # NumPy only
+from vdm.backends.sampling import DEFAULT_SAMPLERS, DEVICES  # NumPy only
 
 from .errors import CANNOT_WRITE, fail, require_extras
 
@@ -107,17 +107,18 @@ def register(app: typer.Typer) -> None:
     def quickstart(
         out: Annotated[Path, typer.Option("--out", help="Folder for everything (a previous quickstart there is "
                                                         "replaced).")] = Path("out/quickstart"),
-        device: Annotated[str, typer.Option(help="Execution provider for sampling: cpu, cuda or tensorrt "
+        device: Annotated[str, typer.Option(help=f"Execution provider for sampling: {', '.join(DEVICES['ort'])} "
                                                  "(falls back to CPU with a warning).")] = "cpu",
         seed: Annotated[int, typer.Option(help="Seed of the sampling noise and evaluation clips.")] = 0,
         train_steps: Annotated[int | None, typer.Option(hidden=True, min=1, help="Testing: train this many steps.")
                                ] = None,
         num: Annotated[int, typer.Option(hidden=True, min=2, help="Testing: number of samples.")] = 16,
         sample_steps: Annotated[int, typer.Option("--steps", "--sample-steps", min=1, help="Sampler steps.")] = 20,
-        process: Annotated[str, typer.Option(help="Noise process to train: vp, flow or edm (spec 14).")
-                           ] = QUICKSTART_PROCESS,
+        process: Annotated[str, typer.Option(help=f"Noise process to train: {', '.join(QUICKSTART_SAMPLERS)} "
+                                                  "(spec 14).")] = QUICKSTART_PROCESS,
         sampler: Annotated[str | None, typer.Option(
-            help="Sampler (default: ddim for vp, euler for flow and edm).")] = None,
+            help="Sampler (default: " + ", ".join(f"{s} for {p}" for p, s in QUICKSTART_SAMPLERS.items()) + ")."
+        )] = None,
     ) -> None:
         """Train the tiny preset on moving shapes (rectified flow), export to ONNX, sample with ONNX Runtime and
         evaluate; a few minutes on 2 CPU cores. Prints where each file is.
@@ -128,8 +129,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
         from vdm.backends.files import WriteError, check_writable
 
-        if device not in ("cpu", "cuda", "tensorrt"):
-            fail(f"--device must be cpu, cuda or tensorrt, got {device!r}")
+        if device not in DEVICES["ort"]:
+            fail(f"--device must be one of {', '.join(DEVICES['ort'])}, got {device!r}")
         if process not in QUICKSTART_SAMPLERS:
             fail(f"--process must be one of {', '.join(QUICKSTART_SAMPLERS)}, got {process!r}")
         from vdm.backends.sampling import SamplingError, SamplingOptions

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from vdm.backends.files import WriteError
-from vdm.backends.sampling import BACKENDS, CONDITION_METHODS, SamplingError, SamplingOptions
+from vdm.backends.sampling import BACKENDS, CONDITION_METHODS, DEVICES, SamplingError, SamplingOptions
 
 import vdm_ref
 
@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
                                                                   "default: cycle through the classes).")] = None,
         num: Annotated[int, typer.Option(min=1, help="Number of samples.")] = 4,
         seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
-        device: Annotated[str, typer.Option(help="cpu, cuda or tensorrt (ort only).")] = "cpu",
+        device: Annotated[str, typer.Option(help=f"{', '.join(DEVICES['ort'])}; torch: {', '.join(DEVICES['torch'])}."
+                                            )] = "cpu",
         allow_fallback: Annotated[bool, typer.Option("--allow-fallback",
                                                      help="Run on CPU if the device is unavailable (with a "
                                                           "warning) instead of failing.")] = False,

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+import vdm_ref
+
 from .errors import fail
 
 _OWN = ("flow", "edm")  # besides the names of vdm_ref.SCHEDULES
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
     def schedule(
         names: Annotated[list[str] | None, typer.Argument(
             metavar="[NAME]...",
-            help="vdm schedules to show: linear, scaled_linear, cosine, sigmoid (vp, DDIM on spec 6 timesteps), "
+            help=f"vdm schedules to show: {', '.join(vdm_ref.SCHEDULES)} (vp, DDIM on spec 6 timesteps), "
             "flow (spec 15.7) or edm (Karras levels).",
         )] = None,
         from_diffusers: Annotated[list[Path] | None, typer.Option(

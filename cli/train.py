@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
                  "vdm eval's real clips; 0 = train on all. (default: 0.1)")] = None,
         # diffusion
         schedule: Annotated[str | None, typer.Option(
-            help="Noise schedule: linear, scaled_linear, cosine or sigmoid. (default: cosine)")] = None,
+            help=f"Noise schedule: {', '.join(vdm_ref.SCHEDULES)}. (default: cosine)")] = None,
         timesteps: Annotated[int | None, typer.Option(help="Diffusion steps T. (default: 1000)")] = None,
         schedule_param: Annotated[list[str] | None, typer.Option(
             "--schedule-param", metavar="KEY=VALUE",
@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float | None, typer.Option(help="AdamW learning rate. (default: 2e-4)")] = None,
         warmup_steps: Annotated[int | None, typer.Option(help="Linear LR warm-up steps. (default: 100)")] = None,
         lr_decay: Annotated[str | None, typer.Option(
-            help="LR decay after warm-up, towards --lr-min at the last step: a row of "
-                 "vdm.backends.torch.training.optim.LR_DECAYS (linear, cosine, ...). (default: constant)")] = None,
+            help="LR decay after warm-up, towards --lr-min at the last step: constant, linear or cosine "
+                 "(training.optim.LR_DECAYS). (default: constant)")] = None,
         lr_min: Annotated[float | None, typer.Option(help="The LR a decay ends at. (default: 0)")] = None,
         weight_decay: Annotated[float | None, typer.Option(
             help="AdamW weight decay (kernels/matrices only). (default: 0)")] = None,

@@ -54,7 +54,7 @@ def _parity(model, meta, path, options, num=2, seed=1):
     return got, want
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", list(vdm_ref.SAMPLERS))
 @pytest.mark.parametrize("guidance", [None, 3.0])
 def test_ort_matches_torch_linear(linear_model, sampler, guidance):
     model, meta, path = linear_model
@@ -64,7 +64,7 @@ def test_ort_matches_torch_linear(linear_model, sampler, guidance):
     assert np.abs(want).max() > 0.1
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", list(vdm_ref.SAMPLERS))
 def test_ort_matches_torch_cosine_v(cosine_model, sampler):
     model, meta, path = cosine_model
     options = sampling.SamplingOptions(sampler=sampler, steps=8, spacing="leading", eta=0.5)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from vdm.backends.torch import solvers as T
 
+import vdm_ref
 from vdm_ref import solvers as R
 
 MU, VAR = 0.5, 0.25
@@ -47,7 +48,7 @@ def nonlinear_denoiser(grid, lib):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("zero_ends", [False, True])
-@pytest.mark.parametrize("process", ["vp", "flow", "edm"])
+@pytest.mark.parametrize("process", list(vdm_ref.FAMILIES))
 @pytest.mark.parametrize("solver", list(R.SOLVERS))
 def test_solve_matches_the_reference(solver, process, zero_ends, dtype) -> None:
     a, s = levels(process, 7, zero_ends)

@@ -301,3 +301,19 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
     res = train(cfg.replace(steps=ck.step + 1, resume="auto"))
     assert res.step == ck.step + 1
     assert not list((tmp_path / "run").rglob("*.tmp"))  # leftovers of the killed writes are cleaned up
+
+
+def test_train_help_names_every_row_of_the_torch_tables():
+    """`vdm train --help` must not import torch, so it names presets, datasets and LR decays in words; this keeps
+    those words in step with the tables (ARCHITECTURES, DATASETS, LR_DECAYS)."""
+    from typer.testing import CliRunner
+    from vdm.backends.torch.data import DATASETS
+    from vdm.backends.torch.models import ARCHITECTURES
+    from vdm.backends.torch.training.optim import LR_DECAYS
+    from vdm.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    names = [*ARCHITECTURES, *(p for a in ARCHITECTURES.values() for p in a.presets), *DATASETS, *LR_DECAYS]
+    assert [n for n in names if n not in text] == []

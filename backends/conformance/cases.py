@@ -326,7 +326,8 @@ def draw_schedule(d: Draw, low: bool, *, positive_abar: bool = False,
     name = d.choice(vdm_ref.SCHEDULES)
     T = d.choice(sizes)
     zts = d.choice((False, True))
-    params = _CUSTOM[name](d) if d.choice((False, True)) else {}
+    custom = _CUSTOM.get(name)  # a schedule without a row here is checked at its default parameters
+    params = custom(d) if custom is not None and d.choice((False, True)) else {}
     spec = {"name": name, "T": T, "params": params, "zero_terminal_snr": zts}
     try:
         sched = build_schedule(spec)
@@ -568,14 +569,14 @@ def gen_sample(d: Draw, dtype: str) -> Case:
     prediction = _prediction(d, s)
     T = s.sched.T
     N = d.choice([n for n in SAMPLE_STEPS if n <= T])
-    spacing = d.choice(("trailing", "linspace", "leading"))
+    spacing = d.choice(tuple(vdm_ref.SPACINGS))
     offset = d.integer(0, min(T - 1 - (N - 1) * (T // N), 3)) if spacing == "leading" else 0
     steps = vdm_ref.inference_timesteps(T, N, spacing, offset)
     if low:  # keep the well-conditioned steps only (still strictly decreasing)
         steps = np.array([t for t in steps.tolist() if t in set(s.pool)] or [max(s.pool)], dtype=np.int64)
     shape = draw_shape(d)
     inputs: dict = {"timesteps": steps, "noise": d.normal((len(steps) + 1, *shape))}
-    sampler = d.choice(("ddim", "ddpm"))
+    sampler = d.choice(tuple(vdm_ref.SAMPLERS))
     if d.choice(("gaussian", "points")) == "gaussian":
         model: dict = {"kind": "gaussian_ideal", "mu": d.uniform(-0.5, 0.5), "var": d.uniform(0.05, 1.0),
                        "prediction": prediction}

@@ -25,7 +25,7 @@ def _case(op: str, params: dict, inputs: dict) -> Case:
 
 
 def draw_levels(d: Draw, dtype: str, batch: int, *, need_alpha: bool = False, need_sigma: bool = False,
-                families: tuple[str, ...] = ("flow", "edm", "vp")) -> tuple[np.ndarray, np.ndarray]:
+                families: tuple[str, ...] = tuple(vdm_ref.FAMILIES)) -> tuple[np.ndarray, np.ndarray]:
     """(alpha, sigma), one per sample, from one family; an end level in the first sample at times."""
     m = LOW_PRECISION_MIN if dtype != "float64" else 0.0
     lo, hi = (max(m, 1e-3) if need_sigma else 0.0), (1.0 - max(m, 1e-3) if need_alpha else 1.0)
@@ -68,7 +68,7 @@ def gen_alpha_sigma(d: Draw, dtype: str) -> Case:
 
 
 def gen_network_condition(d: Draw, dtype: str) -> Case:
-    family = d.choice(("vp", "flow", "edm"))
+    family = d.choice(tuple(vdm_ref.FAMILIES))
     n = d.integer(1, 6)
     if family == "vp":
         return _case("network_condition", {"family": family}, {"level": d.rng().integers(0, 1000, n)})
@@ -108,7 +108,7 @@ def gen_edm_preconditioning(d: Draw, dtype: str) -> Case:
 
 
 def gen_alpha_sigma_from_edm_sigma(d: Draw, dtype: str) -> Case:
-    family = d.choice(("vp", "flow", "edm"))
+    family = d.choice(tuple(vdm_ref.FAMILIES))
     sig = np.exp(d.uniform_array((d.integer(2, 6),), math.log(0.002), math.log(80.0)))
     sig[0] = d.choice((0.0, sig[0]))
     if family != "edm" and d.choice((False, True)):

@@ -59,7 +59,7 @@ def draw_solve_case(d: Any, dtype: str) -> Any:
     low-precision rounding never repeats a level), pure-noise and clean ends at random, every solver."""
     from .cases import Case
 
-    family = d.choice(("vp", "flow", "edm"))
+    family = d.choice(tuple(vdm_ref.FAMILIES))
     n = d.integer(1, 8)
     gaps = d.uniform_array((n,), 0.05, 6.0 / n)
     lam = -3.0 + np.concatenate(([0.0], np.cumsum(gaps)))
