@@ -120,6 +120,9 @@ def worker_torch(shape: dict[str, Any], device: str, threads: int, profile: bool
     n = shape["loop_steps"]
     sched = ops.make_schedule("cosine", 1000, device=torch.device(device), dtype=torch.float32)
 
+    # The loops call the sampler ops directly, not backends/sampling.py: these rows time the sampler
+    # against a bare network call (and, below, against a cached output), without the module's
+    # batching, noise generation and output conversion.
     def loop(k: int) -> None:
         steps = ops.inference_timesteps(1000, k)
         noise = torch.randn((k + 1, b, c, f, s, s), device=device)
