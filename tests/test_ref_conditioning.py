@@ -448,3 +448,36 @@ if __name__ == "__main__":
         print(table(steps))
     print("\nEvery deterministic solver, 20 steps, extension / interpolation")
     print(solver_table(20))
+
+
+# --------------------------------------------------------------------------- 18.8 conditional-frame models
+
+
+def test_given_levels_cover_every_family_and_are_the_cleanest_finite_ones():
+    assert set(vdm_ref.conditioning.GIVEN_LEVELS) == set(vdm_ref.FAMILIES)
+    assert vdm_ref.given_level(vdm_ref.Process("vp")) == 0.0
+    assert vdm_ref.given_level(vdm_ref.Process("flow")) == 0.0
+    assert vdm_ref.given_level(vdm_ref.Process("edm", sigma_min=0.01)) == 0.01
+
+
+@pytest.mark.parametrize("family", ["vp", "flow", "edm"])
+def test_given_frame_inputs_show_the_given_frames_noise_free(family):
+    process = vdm_ref.Process(family, sigma_min=0.01, sigma_data=0.7)
+    rng = np.random.default_rng(0)
+    x_in, x_obs = rng.standard_normal((2, 3, 4, 2, 2)), rng.standard_normal((2, 3, 4, 2, 2))
+    mask = vdm_ref.frame_mask(4, [[0, 1], [2]])
+    got_x, got_c = vdm_ref.given_frame_inputs(process, x_in, np.array([5.0, 7.0]), x_obs, mask)
+    # Closed forms of 14.2 at the given level: vp t = 0 -> 0, flow 1000 s = 0, edm ln(sigma_min) / 4 with
+    # c_in = 1 / sqrt(sigma_min^2 + sigma_data^2).
+    scale = {"vp": 1.0, "flow": 1.0, "edm": 1.0 / np.sqrt(0.01**2 + 0.7**2)}[family]
+    cond = {"vp": 0.0, "flow": 0.0, "edm": np.log(0.01) / 4}[family]
+    observed = [(0, 0), (0, 1), (1, 2)]
+    for b in range(2):
+        for f in range(4):
+            if (b, f) in observed:
+                np.testing.assert_allclose(got_x[b, :, f], scale * x_obs[b, :, f], rtol=1e-15)
+                assert got_c[b, f] == pytest.approx(cond, rel=1e-15)
+            else:
+                np.testing.assert_array_equal(got_x[b, :, f], x_in[b, :, f])
+                assert got_c[b, f] == [5.0, 7.0][b]
+    assert got_c.shape == (2, 4)

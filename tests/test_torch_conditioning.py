@@ -289,3 +289,17 @@ def test_autograd_guidance_through_the_video_unet() -> None:
         assert float((jtr[i] * v[i]).sum()) == pytest.approx(float((r[i] * jv[i]).sum()), rel=1e-3)
     assert torch.equal(guided * mask, x_obs * mask)
     assert float((jtr * v).abs().sum()) > 1e-3 and all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("family", ["vp", "flow", "edm"])
+def test_given_frame_inputs_match_the_reference(family):
+    process = vdm_ref.Process(family, sigma_min=0.01, sigma_data=0.7)
+    rng = np.random.default_rng(1)
+    x_in, x_obs = rng.standard_normal((3, 2, 5, 2, 2)), rng.standard_normal((3, 2, 5, 2, 2))
+    mask = vdm_ref.frame_mask(5, [[0], [1, 3], [0, 1, 2, 3]])
+    condition = np.array([3.0, -1.0, 0.25])
+    want_x, want_c = vdm_ref.given_frame_inputs(process, x_in, condition, x_obs, mask)
+    got_x, got_c = tcond.given_frame_inputs(process, torch.from_numpy(x_in), torch.from_numpy(condition),
+                                            torch.from_numpy(x_obs), torch.from_numpy(mask))
+    np.testing.assert_allclose(got_x.numpy(), want_x, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(got_c.numpy(), want_c)

@@ -11,6 +11,8 @@ from .conditioning import (
     denoiser_on_grid,
     extension_frames,
     frame_mask,
+    given_frame_inputs,
+    given_level,
     gp_conditional,
     gp_denoiser,
     gp_denoiser_matrix,
@@ -169,4 +171,5 @@ __all__ = [
     "reconstruction_residual", "reconstruction_guided_x0", "with_reconstruction_guidance",
     "denoiser_on_grid", "denoiser_as_vp_model", "keep_observed",
     "ar1_covariance", "gp_denoiser_matrix", "gp_denoiser", "gp_conditional", "conditional_w2",
+    "given_level", "given_frame_inputs",
 ]

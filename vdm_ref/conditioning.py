@@ -9,6 +9,7 @@ or solver that is driven by an x0-denoiser ``denoise(z, alpha, sigma)``:
   corrected by the gradient of ||x^b - x0_hat^b(z)||^2 through the denoiser, which the reference
   receives as a vector-Jacobian callable ``vjp(z, alpha, sigma, cotangent)`` (pure NumPy).
 
+Section 18.8 says what a network trained with given frames (conditional-frame training) sees.
 Section 18.7 holds the closed forms of the exact check: a stationary Gaussian process over frames,
 its linear ideal denoiser and Jacobian, the exact conditional law and the 2-Wasserstein distance.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _checks
+from .processes import Process, input_scale, network_condition
 from .schedules import Schedule
 
 Denoiser = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -182,6 +184,40 @@ def keep_observed(x: np.ndarray, x_obs: np.ndarray, mask: np.ndarray) -> np.ndar
     _checks.same_shape(x=x, x_obs=x_obs)
     m = _mask(mask, x)
     return (1.0 - m) * x + m * x_obs
+
+
+# ------------------------------------------------------------------ 18.8 conditional-frame models
+
+
+def given_level(process: Process) -> float:
+    """Spec 18.8: the noise level at which a conditional-frame network sees its given frames: the
+    family's cleanest level with a finite condition, t = 0 (vp), s = 0 (flow), sigma_min (edm)."""
+    return GIVEN_LEVELS[process.family](process)
+
+
+# family -> its given level (a test pins the keys to FAMILIES)
+GIVEN_LEVELS: dict[str, Callable[[Process], float]] = {
+    "vp": lambda p: 0.0,
+    "flow": lambda p: 0.0,
+    "edm": lambda p: p.sigma_min,
+}
+
+
+def given_frame_inputs(process: Process, x_in: np.ndarray, condition: object, x_obs: np.ndarray,
+                       mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spec 18.8: what a conditional-frame network sees. Observed frames: the given frames noise-free,
+    ``input_scale(l_g) x^b``, with the condition of the given level ``l_g``; generated frames: ``x_in``
+    (the latent already scaled for the network) with the call's ``condition`` (scalar or (B,)).
+    Returns (network input, per-frame condition (B, F))."""
+    x_in, x_obs = _checks.as_float64("x_in", x_in), _checks.as_float64("x_obs", x_obs)
+    _checks.same_shape(x_in=x_in, x_obs=x_obs)
+    m = _mask(mask, x_in)
+    level = given_level(process)
+    scale = float(input_scale(process.family, level, sigma_data=process.sigma_data))
+    c_given = float(network_condition(process.family, level, sigma_data=process.sigma_data))
+    c = np.broadcast_to(_checks.as_float64("condition", condition), (x_in.shape[0],))
+    frame_m = np.broadcast_to(m.reshape(m.shape[0], m.shape[2]), (x_in.shape[0], x_in.shape[2]))
+    return (1.0 - m) * x_in + m * (scale * x_obs), np.where(frame_m > 0, c_given, c[:, None])
 
 
 # ------------------------------------------------------------------- 18.7 the Gaussian-process check

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+import vdm_ref
+
 from . import _checks
 from .schedules import TorchSchedule
 
@@ -193,3 +195,24 @@ def keep_observed(x: Tensor, x_obs: Tensor, mask: Tensor) -> Tensor:
     _checks.same_shape(x=x, x_obs=x_obs)
     m = _mask(mask, x)
     return (1.0 - m) * x + m * x_obs.to(x.dtype)
+
+
+# ------------------------------------------------------------------ 18.8 conditional-frame models
+
+
+def given_frame_inputs(process: vdm_ref.Process, x_in: Tensor, condition: Tensor | float, x_obs: Tensor,
+                       mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Spec 18.8: what a conditional-frame network sees, as ``vdm_ref.given_frame_inputs``: the observed
+    frames noise-free at the given level (its input scale and condition are float64 host constants),
+    the generated frames as ``x_in`` with ``condition``. Returns (input, per-frame condition (B, F))."""
+    x_in, x_obs = _checks.data("x_in", x_in), _checks.data("x_obs", x_obs)
+    _checks.same_shape(x_in=x_in, x_obs=x_obs)
+    m = _mask(mask, x_in)
+    level = vdm_ref.given_level(process)
+    scale = float(vdm_ref.input_scale(process.family, level, sigma_data=process.sigma_data))
+    c_given = float(vdm_ref.network_condition(process.family, level, sigma_data=process.sigma_data))
+    b, f = x_in.shape[0], x_in.shape[2]
+    c = torch.as_tensor(condition, dtype=torch.float64, device=x_in.device).expand(b)
+    frame_m = m.reshape(m.shape[0], m.shape[2]).expand(b, f) > 0
+    return (1.0 - m) * x_in + m * (scale * x_obs.to(x_in.dtype)), torch.where(frame_m, c_given, c[:, None])
+
