@@ -1,5 +1,6 @@
-"""Joint image-video training: a sample marked ``independent`` is T unrelated images. Checked against
-the plain form (each frame run alone as a 1-frame video) and by perturbing one frame."""
+"""The network's per-frame inputs: a sample marked ``independent`` is T unrelated images (joint image-video
+training), checked against the plain form (each frame run alone as a 1-frame video) and by perturbing one
+frame; and one condition per frame (spec 18.8, conditional-frame models)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,30 @@ def test_no_images_draws_nothing():
     state = torch.get_rng_state()
     out, independent = mix_in_images(x0, 0)
     assert out is x0 and independent is None and torch.equal(torch.get_rng_state(), state)
+
+
+# --------------------------------------------------------------------------- one condition per frame (spec 18.8)
+
+
+def test_per_frame_conditions_that_agree_equal_one_per_sample(net):
+    x, t, y = _inputs()
+    with torch.no_grad():
+        one = net(x, t, y)
+        per_frame = net(x, t[:, None].expand(-1, x.shape[2]).contiguous(), y)
+    torch.testing.assert_close(per_frame, one, rtol=1e-12, atol=1e-12)
+
+
+def test_a_frame_condition_changes_what_the_network_predicts(net):
+    x, t, y = _inputs()
+    tf = t[:, None].expand(-1, x.shape[2]).clone()
+    tf[:, 0] = 0.0  # frame 0 shown at the given level
+    with torch.no_grad():
+        a, b = net(x, t, y), net(x, tf, y)
+    assert (a[:, :, 0] - b[:, :, 0]).abs().max() > 1e-3
+    assert (a[:, :, 1:] - b[:, :, 1:]).abs().max() > 1e-6  # temporal layers carry it to the other frames
+
+
+def test_bad_condition_shape_is_a_clear_error(net):
+    x, t, y = _inputs()
+    with pytest.raises(ValueError, match="one condition per frame"):
+        net(x, torch.zeros(3, 5, dtype=torch.float64), y)

@@ -218,7 +218,8 @@ class ResBlock(nn.Module):
         b = emb.shape[0]
         h = self.conv1(F.silu(self.norm1(x)))
         _, c, hh, ww = h.shape
-        h = h.reshape(b, -1, c, hh, ww) + self.emb(F.silu(emb))[:, None, :, None, None]
+        e = self.emb(F.silu(emb))  # (B, C), or (B, T, C) with one condition per frame
+        h = h.reshape(b, -1, c, hh, ww) + (e[:, :, :, None, None] if e.dim() == 3 else e[:, None, :, None, None])
         h = self.conv2(self.dropout(F.silu(self.norm2(h.reshape(-1, c, hh, ww)))))
         if self.temporal:
             # The 3x1x1 Conv3d runs as a 3x1 conv2d on (B, C, T, H*W): same weights and maths, but
@@ -350,6 +351,9 @@ def _tracing() -> bool:
 class VideoUNet(nn.Module):
     """Denoiser ``forward(x (B,C,T,H,W), t (B,), y (B,) | None) -> (B, C or 2C, T, H, W)``.
 
+    ``t`` may also be (B, T), one condition per frame: a conditional-frame model (spec 18.8) sees
+    its given frames at the given level and the others at the call's level.
+
     ``independent`` (B,) bool marks samples whose T frames are unrelated images (joint
     image-video training): their temporal layers see each frame as a 1-frame video, so each
     output frame equals the network run on that frame alone, and no frame sees another."""
@@ -414,9 +418,10 @@ class VideoUNet(nn.Module):
             raise ValueError(
                 f"x spatial size {h}x{w} (shape {tuple(x.shape)}) must be divisible by "
                 f"{div} = 2**(len(channel_mult)-1) for channel_mult={cfg.channel_mult}")
-        if not isinstance(t, Tensor) or tuple(t.shape) != (b,):
+        if not isinstance(t, Tensor) or tuple(t.shape) not in ((b,), (b, x.shape[2])):
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"t must be a tensor of shape ({b},), got {got}")
+            raise ValueError(f"t must be a tensor of shape ({b},), or ({b}, {x.shape[2]}) with one condition per "
+                             f"frame, got {got}")
         if y is not None:
             if not cfg.num_classes:
                 raise ValueError("class labels y given but the model is unconditional "
@@ -432,11 +437,15 @@ class VideoUNet(nn.Module):
         if not _tracing():
             self.check_input(x, t, y, independent)
         dtype = self.conv_in.weight.dtype
-        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(dtype))
+        flat = t if t.dim() == 1 else t.reshape(-1)
+        emb = self.time_mlp(timestep_embedding(flat, self.config.base_channels).to(dtype))
+        if t.dim() == 2:  # one condition per frame (spec 18.8): (B, T, D)
+            emb = emb.reshape(t.shape[0], t.shape[1], -1)
         if self.class_emb is not None:
             if y is None:  # unconditional call: every sample gets the null class
-                y = torch.full_like(t, self.config.num_classes, dtype=torch.long)
-            emb = emb + self.class_emb(y.long())
+                y = torch.full_like(t if t.dim() == 1 else t[:, 0], self.config.num_classes, dtype=torch.long)
+            c = self.class_emb(y.long())
+            emb = emb + (c[:, None] if emb.dim() == 3 else c)
 
         b, c, t_frames, hh, ww = x.shape
         h = self.conv_in(x.to(dtype).transpose(1, 2).reshape(-1, c, hh, ww))
