@@ -144,6 +144,10 @@ def register(app: typer.Typer) -> None:
         image_fraction: Annotated[float | None, typer.Option(
             help="Joint image-video training: share of each batch given as sets of independent frames, which "
                  "the temporal layers see as 1-frame videos. (default: 0)")] = None,
+        given_frames: Annotated[float | None, typer.Option(
+            help="Conditional-frame training (spec 18.8): probability that a clip comes with given frames, shown "
+                 "noise-free, so the model learns to extend and interpolate them (vdm sample --condition "
+                 "frames). (default: 0)")] = None,
         # optimisation
         batch_size: Annotated[int | None, typer.Option(help="Clips per step per process. (default: 16)")] = None,
         steps: Annotated[int | None, typer.Option(
@@ -223,6 +227,7 @@ def register(app: typer.Typer) -> None:
                 "sigma_data": sigma_data, "edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std,
                 "hybrid_lambda": hybrid_lambda, "min_snr_gamma": min_snr_gamma, "conditional": conditional,
                 "label_dropout": label_dropout, "image_fraction": image_fraction,
+                "given_frames": given_frames,
                 "batch_size": batch_size, "steps": steps, "lr": lr,
                 "warmup_steps": warmup_steps, "lr_decay": lr_decay, "lr_min": lr_min,
                 "weight_decay": weight_decay, "grad_clip": grad_clip,

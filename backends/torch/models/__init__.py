@@ -27,10 +27,12 @@ class Architecture:
     network: type  # nn.Module subclass taking the config
     presets: Mapping[str, Mapping[str, Any]]  # named config field values
     independent_frames: bool = False  # the network takes ``independent`` (B,) bool: joint image-video training
+    frame_conditions: bool = False  # the network takes t (B, T), one condition per frame: spec 18.8
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "unet": Architecture(unet.UNetConfig, unet.VideoUNet, unet.PRESETS, independent_frames=True),
+    "unet": Architecture(unet.UNetConfig, unet.VideoUNet, unet.PRESETS, independent_frames=True,
+                         frame_conditions=True),
 }
 DEFAULT_ARCHITECTURE = "unet"
 

@@ -66,6 +66,7 @@ class TrainConfig:
     conditional: bool = False  # class-conditional (labels from the dataset)
     label_dropout: float = 0.1  # CFG: probability of replacing a label with the null class
     image_fraction: float = 0.0  # joint image-video training: share of each batch given as independent images
+    given_frames: float = 0.0  # conditional-frame training (spec 18.8): probability that a sample has given frames
     # --- optimisation
     batch_size: int = 16  # per process
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this number)
@@ -149,6 +150,16 @@ class TrainConfig:
             elif images_per_batch(self.image_fraction, self.batch_size) == 0:
                 errs.append(f"image_fraction {self.image_fraction} of a batch of {self.batch_size} is no image "
                             "sample; raise it or --batch-size")
+        if not 0.0 <= self.given_frames < 1.0:  # also rejects NaN
+            errs.append(f"given_frames must lie in [0, 1), got {self.given_frames}")
+        elif self.given_frames > 0:
+            if self.learn_sigma:
+                errs.append("given_frames needs an elementwise loss; the hybrid loss of learn_sigma is not one")
+            if self.frames < 2:
+                errs.append(f"given_frames needs clips of 2 or more frames, got frames = {self.frames}")
+            if self.architecture in ARCHITECTURES and not ARCHITECTURES[self.architecture].frame_conditions:
+                errs.append(f"given_frames needs an architecture with one condition per frame; "
+                            f"{self.architecture!r} has one per sample")
         if not 0.0 <= self.label_dropout < 1.0:
             errs.append(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:

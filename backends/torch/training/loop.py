@@ -42,6 +42,7 @@ from torch import Tensor, nn
 import vdm_ref
 
 from ... import files
+from ..conditioning import given_frame_inputs
 from ..data import build_dataset
 from ..devices import resolve_device
 from ..models import build_model
@@ -49,6 +50,7 @@ from .batches import EpochIndexed, StepBatchSampler, step_seed
 from .checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from .config import RUNTIME_OPTIONS, TrainConfig, model_config, resume_path, train_process
 from .distributed import DistInfo, init_distributed
+from .given_frames import draw_given_frames, generated_share, without_given_frames
 from .images import images_per_batch, mix_in_images
 from .objectives import OBJECTIVES
 from .optim import ema_decay_at, ema_update, lr_at, param_groups
@@ -242,9 +244,10 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
                               device=device, dtype=torch.float32, **cfg.schedule_params)
     variance = "learned_range" if cfg.learn_sigma else "fixed_small"
     objective = OBJECTIVES[cfg.process]
+    process = train_process(cfg)
     meta_base = {
         "model_config": mcfg.to_dict(), "architecture": cfg.architecture, "schedule": sched.to_dict(),
-        "prediction": cfg.prediction, "process": train_process(cfg).to_dict(),
+        "prediction": cfg.prediction, "process": process.to_dict(),
         "variance": variance, "num_classes": mcfg.num_classes, "data": data_meta, "train": cfg.to_dict(),
         "spec_version": vdm_ref.SPEC_VERSION,
     }
@@ -325,13 +328,26 @@ def _train(cfg: TrainConfig, dd: DistInfo, *, progress: bool, log: Callable[[str
                     drop = drop | independent
                 labels = torch.where(drop, torch.full_like(labels, mcfg.num_classes), labels)
             frames = {} if independent is None else {"independent": independent}
+            net_input, condition, given = noised.net_input, noised.condition, None
+            if cfg.given_frames > 0:  # spec 18.8: given frames noise-free at the given level, one condition per frame
+                given = draw_given_frames(b, x0.shape[2], cfg.given_frames, device)
+                if independent is not None:
+                    given &= ~independent[:, None]
+                net_input, per_frame = given_frame_inputs(process, net_input, noised.condition, x0,
+                                                          given[:, None, :, None, None].to(x0.dtype))
+                condition = per_frame.float()
             lr = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps, decay=cfg.lr_decay,
                        lr_min=cfg.lr_min)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                out_t = net(noised.net_input, noised.condition, labels, **frames)
-            per = objective.loss(cfg, sched, noised, out_t.float())
+                out_t = net(net_input, condition, labels, **frames)
+            out_t = out_t.float()
+            if given is not None:  # the loss is the mean over the generated frames
+                out_t = without_given_frames(out_t, objective.target(cfg, sched, noised), given)
+            per = objective.loss(cfg, sched, noised, out_t)
+            if given is not None:
+                per = per * generated_share(given).to(per.dtype)
             loss = per.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages gradients here, so grad_norm below agrees on every rank

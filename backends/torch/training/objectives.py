@@ -118,17 +118,31 @@ def loss_edm(cfg: TrainConfig, sched: TorchSchedule, n: Noised, out: Tensor) -> 
     return per * edm_weight(n.alpha, n.sigma, cfg.prediction, cfg.sigma_data).to(per.dtype)
 
 
+# --- targets (spec 8.1, 14.3): what the loss compares the output with ---------------------------------
+
+
+def target_vp(cfg: TrainConfig, sched: TorchSchedule, n: Noised) -> Tensor:
+    """Spec 8.1: eps, x0 or v at timestep t, as the vp loss computes it."""
+    return ops.training_target(sched, n.x0, n.level, n.noise, cfg.prediction)
+
+
+def target_process(cfg: TrainConfig, sched: TorchSchedule, n: Noised) -> Tensor:
+    """Spec 14.3 / 16.2: the output that gives (x0, eps) at (alpha, sigma), as the flow and edm losses compute it."""
+    return ops.from_x0_eps(n.x0, n.noise, n.alpha, n.sigma, cfg.prediction, sigma_data=cfg.sigma_data)
+
+
 @dataclass(frozen=True)
 class Objective:
     """The training objective of one noise-process family."""
 
     draw: Callable[[TrainConfig, TorchSchedule, Tensor], Noised]  # levels + noise -> what the network sees
     loss: Callable[[TrainConfig, TorchSchedule, Noised, Tensor], Tensor]  # network output -> (B,) losses
+    target: Callable[[TrainConfig, TorchSchedule, Noised], Tensor]  # the output with zero loss
 
 
 # One row per family of vdm_ref.FAMILIES (a test pins the names).
 OBJECTIVES: dict[str, Objective] = {
-    "vp": Objective(draw_vp, loss_vp),
-    "flow": Objective(draw_flow, loss_flow),
-    "edm": Objective(draw_edm, loss_edm),
+    "vp": Objective(draw_vp, loss_vp, target_vp),
+    "flow": Objective(draw_flow, loss_flow, target_process),
+    "edm": Objective(draw_edm, loss_edm, target_process),
 }
