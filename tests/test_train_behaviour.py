@@ -40,6 +40,7 @@ class _Spy:
         self.num_classes = None
         self.labels: list[torch.Tensor | None] = []
         self.independent: list[torch.Tensor | None] = []  # the `independent` mask of each forward
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (x, t) of each forward
         self.params: list[dict[str, torch.Tensor]] = []  # parameters at the start of each forward
         self.out_grads: list[torch.Tensor] = []  # d loss / d network output, from the loop's own backward
 
@@ -53,6 +54,7 @@ def spy(monkeypatch) -> _Spy:
         if mod is s.model:  # the EMA deep copy carries this hook too
             s.labels.append(kwargs.get("y", args[2] if len(args) > 2 else None))
             s.independent.append(kwargs.get("independent", args[3] if len(args) > 3 else None))
+            s.inputs.append((args[0].detach().clone(), args[1].detach().clone()))
             s.params.append({n: p.detach().clone() for n, p in mod.named_parameters()})
 
     def post(mod, args, kwargs, out):
@@ -172,6 +174,68 @@ def test_image_fraction_that_gives_no_image_is_refused():
         TrainConfig(image_fraction=0.05, batch_size=4)
     with pytest.raises(ValueError, match=r"image_fraction must lie in \[0, 1\)"):
         TrainConfig(image_fraction=1.0)
+
+
+def test_given_frames_reach_the_network_noise_free_and_add_no_gradient(tmp_path, spy):
+    """Spec 18.8 on a flow run: a sample with given frames shows them as the clean clip (moving shapes: the
+    background is exactly -1) with condition 0 (s = 0), its other frames noised at the sample's one condition;
+    d loss / d out is exactly 0 on the given frames and not on the others."""
+    train(_cfg(tmp_path, "given", process="flow", prediction="", given_frames=0.6, batch_size=8, steps=3))
+    seen = 0
+    for (x, t), g in zip(spy.inputs, spy.out_grads, strict=True):
+        assert t.shape == x.shape[:1] + x.shape[2:3]  # (B, T): one condition per frame
+        for i in range(x.shape[0]):
+            given = t[i] == 0.0
+            if not given.any():
+                assert len(set(t[i].tolist())) == 1  # one level for the whole clip
+                continue
+            seen += 1
+            assert not given.all() and len(set(t[i][~given].tolist())) == 1
+            clean, noised = x[i][:, given], x[i][:, ~given]
+            assert clean.abs().max() <= 1.0 and (clean == -1.0).float().mean() > 0.5
+            assert (noised == -1.0).float().mean() < 0.01
+            assert float(g[i][:, given].abs().max()) == 0.0 and float(g[i][:, ~given].abs().max()) > 0
+    assert seen >= 3
+
+
+def test_the_given_frames_loss_is_the_mean_over_the_generated_frames():
+    """without_given_frames + generated_share on the flow loss equal the plain mean over the generated frames."""
+    from vdm.backends.torch.training import given_frames as gf
+
+    torch.manual_seed(0)
+    x0, noise, out = torch.randn(3, 2, 5, 4, 4), torch.randn(3, 2, 5, 4, 4), torch.randn(3, 2, 5, 4, 4)
+    s = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    alpha, sigma = 1 - s, s
+    given = torch.tensor([[True, True, False, False, False], [False] * 5, [True, False, True, False, True]])
+    target = (noise - x0).to(torch.float64)  # the flow prediction's target, u = eps - x0 (spec 14.3)
+    got = ops.process_simple_loss(x0, noise, alpha, sigma, gf.without_given_frames(out, target, given), "flow")
+    got = got * gf.generated_share(given).to(got.dtype)
+    for i in range(3):
+        err = (out[i][:, ~given[i]].double() - target[i][:, ~given[i]]) ** 2
+        assert float(got[i]) == pytest.approx(float(err.mean()), rel=1e-6)
+
+
+def test_draw_given_frames_patterns():
+    from vdm.backends.torch.training.given_frames import draw_given_frames
+
+    torch.manual_seed(1)
+    m = draw_given_frames(4000, 6, 0.3, "cpu")
+    has = m.any(dim=1)
+    assert _binomial_plausible(int(has.sum()), 4000, 0.3)
+    assert not m[has].all(dim=1).any()  # at least one generated frame
+    rows = m[has].int()
+    is_prefix = (rows.diff(dim=1) <= 0).all(dim=1) & (rows[:, 0] == 1)
+    # Half are prefixes; of the scattered half (2^6 draws), the 5 proper prefixes and the 2 improper draws
+    # (all given, none given: replaced by a prefix) are prefixes too: 1/2 + 1/2 * 7/64.
+    assert float(is_prefix.float().mean()) == pytest.approx(0.5 + 0.5 * 7 / 64, abs=0.05)
+    assert torch.equal(draw_given_frames(5, 6, 0.0, "cpu"), torch.zeros(5, 6, dtype=torch.bool))
+
+
+def test_given_frames_refusals():
+    with pytest.raises(ValueError, match="hybrid loss"):
+        TrainConfig(given_frames=0.5, learn_sigma=True)
+    with pytest.raises(ValueError, match="2 or more frames"):
+        TrainConfig(given_frames=0.5, frames=1)
 
 
 # --------------------------------------------------------------------------- 2. min-SNR
