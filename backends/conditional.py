@@ -9,8 +9,8 @@ observes the given frames that fall in it and keeps what lies between its first 
 given frames on both sides).
 
 Every window samples through :func:`vdm.backends.sampling.sample_videos` with a
-:class:`~vdm.backends.sampling.Conditioning`, so both methods (replacement, reconstruction
-guidance) run on every solver and backend that sampling allows. Window ``w`` of a run seeded
+:class:`~vdm.backends.sampling.Conditioning`, so every method (replacement, reconstruction guidance,
+frames) runs on every solver and backend that sampling allows. Window ``w`` of a run seeded
 ``seed`` draws its noise from the seed ``SeedSequence([seed, w])``.
 """
 

@@ -196,15 +196,16 @@ def solver_levels(model: LoadedModel, options: SamplingOptions) -> Levels:
     return out
 
 
-CONDITION_METHODS = ("replacement", "reconstruction")  # spec 18.2, 18.3
+CONDITION_METHODS = ("replacement", "reconstruction", "frames")  # spec 18.2, 18.3, 18.8
 
 
 @dataclass(frozen=True)
 class Conditioning:
     """Given frames for conditional sampling (spec 18): ``observed`` (num, C, F, H, W) in [-1, 1]
     holds them at the frames where ``mask`` (num, F) is 1 (other entries are ignored); ``method``
-    replacement (18.2; its noise is each sample's initial noise, one forward path) or reconstruction
-    guidance (18.3) with weight ``weight``. The result keeps the given frames (18.6)."""
+    replacement (18.2; its noise is each sample's initial noise, one forward path), reconstruction
+    guidance (18.3) with weight ``weight``, or frames: the network itself sees the given frames, for a
+    model trained with them (18.8). The result keeps the given frames (18.6)."""
 
     observed: np.ndarray
     mask: np.ndarray
@@ -248,6 +249,7 @@ class LoadedModel:
     #                      -> (b, C, T, H, W)
     process: vdm_ref.Process = vdm_ref.Process()  # the noise process it was trained on (spec 14.7)
     schedule: vdm_ref.Schedule | None = None  # vp: the abar table (spec 2)
+    given_frames: bool = False  # trained with given frames: conditioning "frames" (spec 18.8) applies
 
 
 def plan_sampling(model: LoadedModel, num: int, options: SamplingOptions) -> Plan:
@@ -299,6 +301,29 @@ def batch_noise(seed: int, plan: Plan, start: int, stop: int) -> np.ndarray:
     return np.stack([sample_noise(seed, k, n, plan.shape) for k in range(start, stop)], axis=1)
 
 
+def default_conditioning(model: LoadedModel) -> str:
+    """The conditioning method for a model: frames if it was trained with given frames (spec 18.8),
+    else reconstruction guidance on torch and replacement where there is no gradient (ONNX)."""
+    if model.backend != "torch":
+        return "replacement"
+    return "frames" if model.given_frames else "reconstruction"
+
+
+def check_conditioning(model: LoadedModel, method: str) -> None:
+    """A one-line SamplingError when ``method`` cannot run on ``model``."""
+    if method not in CONDITION_METHODS:
+        raise SamplingError(f"unknown conditioning {method!r}; choose one of {', '.join(CONDITION_METHODS)}")
+    if method == "reconstruction" and model.backend != "torch":
+        raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
+                            "does not provide: use --condition replacement, or --backend torch with the checkpoint")
+    if method == "frames" and model.backend != "torch":
+        raise SamplingError("conditioning 'frames' needs one condition per frame, which exported models do not "
+                            "take: use --backend torch with the checkpoint, or --condition replacement")
+    if method == "frames" and not model.given_frames:
+        raise SamplingError("conditioning 'frames' needs a model trained with given frames (vdm train "
+                            "--given-frames); this one was not: use replacement or reconstruction")
+
+
 def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: SamplingOptions | None = None, *,
                   progress: Progress | None = None, condition: Conditioning | None = None) -> np.ndarray:
     """``num`` clips (num, C, T, H, W) float32 in [-1, 1] from ``model`` (see the module docstring);
@@ -310,6 +335,7 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
             raise SamplingError(f"conditional sampling runs on the solvers ({', '.join(vdm_ref.SOLVERS)}), not "
                                 f"{options.sampler}; euler is DDIM with eta 0 (spec 17.3)")
         condition.check(plan)
+        check_conditioning(model, condition.method)
     n, b = plan.n_steps, options.batch_size
     total = n * num
     out = []
@@ -414,7 +440,7 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
         try:
             with torch.no_grad():
                 if plan.levels is not None:
-                    x = _torch_solve(fn, plan.levels, z, o, cfg.in_channels, progress, cond)
+                    x = _torch_solve(fn, plan.levels, z, o, cfg.in_channels, progress, cond, process)
                 else:
                     x = ops.sample(fn, sched, [int(v) for v in plan.timesteps], noise.shape[1:], z,
                                    sampler=o.sampler, prediction=prediction, variance=variance, eta=o.eta_value,
@@ -425,9 +451,10 @@ def torch_model(net: Any, meta: dict[str, Any], device: Any = "cpu", *, descript
 
     ref_sched = vdm_ref.make_schedule(sm["name"], int(sm["T"]), zero_terminal_snr=bool(sm.get("zero_terminal_snr")),
                                       **dict(sm.get("params") or {}))
+    given_frames = float((meta.get("train") or {}).get("given_frames") or 0.0) > 0
     return LoadedModel("torch", description, cfg.in_channels, int(data.get("frames") or cfg.frames),
                        int(data.get("size") or cfg.image_size), cfg.num_classes, int(sm["T"]), check_shape, run_batch,
-                       process, ref_sched)
+                       process, ref_sched, given_frames)
 
 
 def process_of(meta: Mapping[str, Any]) -> vdm_ref.Process:
@@ -459,9 +486,11 @@ def _level_index(lv: Levels) -> dict[tuple[float, float], int]:
 
 
 def _torch_solve(fn: Callable[[Any, Any], Any], lv: Levels, z: Any, o: SamplingOptions, channels: int,
-                 progress: Progress | None, cond: Conditioning | None = None) -> Any:
+                 progress: Progress | None, cond: Conditioning | None = None,
+                 process: vdm_ref.Process | None = None) -> Any:
     """A solver of spec 17 (torch, float64 update) driven by the network ``fn(x_in, condition) -> out``;
-    with ``cond``, its denoiser wrapped by spec 18 (reconstruction guidance differentiates through it)."""
+    with ``cond``, its denoiser wrapped by spec 18 (reconstruction guidance differentiates through it),
+    or, for conditioning "frames", the network shown the given frames (18.8; ``process`` says how)."""
     import torch
     from vdm.backends.torch import conditioning as tc
     from vdm.backends.torch import ops
@@ -470,21 +499,33 @@ def _torch_solve(fn: Callable[[Any, Any], Any], lv: Levels, z: Any, o: SamplingO
     n = lv.n_steps
     index = _level_index(lv)
 
-    def denoise(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    def call(x: torch.Tensor, alpha: float, sigma: float) -> tuple[int, torch.Tensor, torch.Tensor]:
         i = index[(float(alpha), float(sigma))]
         if progress is not None:
             progress(min(i, n), n)
         c = torch.full((x.shape[0],), float(lv.conditions[i]), dtype=torch.float64, device=x.device)
-        out = fn(x * float(lv.input_scales[i]), c)[:, :channels]  # a learned variance is not used here
-        return ops.process_x0(float(a[i]) * x + float(b[i]) * out, o.clip, o.threshold)
+        return i, x * float(lv.input_scales[i]), c
+
+    def x0_of(i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return ops.process_x0(float(a[i]) * x + float(b[i]) * out[:, :channels], o.clip, o.threshold)
+
+    def denoise(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+        i, x_in, c = call(x, alpha, sigma)
+        return x0_of(i, x, fn(x_in, c))  # a learned variance is not used here
+
+    def denoise_frames(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+        i, x_in, c = call(x, alpha, sigma)
+        x_in, c_frames = tc.given_frame_inputs(process, x_in, c, x_obs, mask)
+        return torch.where(mask > 0, x_obs, x0_of(i, x, fn(x_in, c_frames)))
 
     x_start = z[0] * lv.initial_scale()
     wrapped, x_obs, mask = denoise, None, None
     if cond is not None:
         x_obs = torch.as_tensor(cond.observed, dtype=z.dtype, device=z.device)
         mask = torch.as_tensor(cond.mask, dtype=z.dtype, device=z.device)[:, None, :, None, None]
-        wrapped = (tc.with_replacement(denoise, x_obs, mask, z[0][None]) if cond.method == "replacement"
-                   else tc.with_reconstruction_guidance(denoise, x_obs, mask, float(cond.weight)))
+        wrapped = {"replacement": lambda: tc.with_replacement(denoise, x_obs, mask, z[0][None]),
+                   "reconstruction": lambda: tc.with_reconstruction_guidance(denoise, x_obs, mask, float(cond.weight)),
+                   "frames": lambda: denoise_frames}[cond.method]()
     opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
     x = ops.solve(tc.denoiser_on_grid(wrapped, lv.alphas, lv.sigmas), x_start, lv.alphas, lv.sigmas, o.sampler,
                   z[1:], **opts)
@@ -501,9 +542,6 @@ def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o
     IOBinding (default on CUDA). With ``cond``, replacement (18.2) runs the float64 reference loop on the
     host. Reconstruction guidance needs the network's gradient, which an ONNX model does not give:
     refused in one line. ``steps``: the StepSessions to reuse (one per loaded model)."""
-    if cond is not None and cond.method != "replacement":
-        raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
-                            "does not provide: use --condition replacement, or --backend torch with the checkpoint")
     if cond is not None:
         return _ort_solve_host(den, lv, z, labels, o, channels, null_class, progress, cond)
     from vdm.backends.ort import solver_loop as sl
@@ -616,6 +654,7 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
 _LOADERS = {"torch": _load_torch, "ort": _load_ort}
 
 __all__ = ["BACKENDS", "CONDITIONAL_DEFAULT_SAMPLER", "CONDITION_METHODS", "Conditioning", "DEFAULT_ETA",
+           "check_conditioning", "default_conditioning",
            "DEFAULT_SAMPLERS", "DEVICES", "LEVELS", "Levels",
            "LoadedModel", "Plan", "SAMPLER_NAMES", "SamplingError", "SamplingOptions", "batch_noise", "load_model",
            "plan_sampling", "process_from_meta", "process_of", "sample_noise", "sample_videos", "solver_levels",

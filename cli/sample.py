@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
         overlap: Annotated[int | None, typer.Option(
             min=1, help="--extend: frames each window observes (default: half the model's window).")] = None,
         condition: Annotated[str | None, typer.Option(
-            help=f"--extend/--interpolate: {' or '.join(CONDITION_METHODS)} (spec 18.2, 18.3; default: "
-                 "reconstruction on torch, replacement on ort).")] = None,
+            help=f"--extend/--interpolate: {', '.join(CONDITION_METHODS)} (spec 18.2, 18.3, 18.8; default: frames for "
+                 "a model trained with --given-frames, else reconstruction on torch, replacement on ort).")] = None,
         guidance_weight: Annotated[float, typer.Option(
             min=0.0, help="Reconstruction guidance weight w_r (spec 18.3).")] = 5.0,
     ) -> None:
@@ -189,13 +189,11 @@ def _run(*, model: Path, out: Path, backend: str, sampler: str | None, steps: in
 def _run_long(loaded: Any, task: _Task, options: SamplingOptions, out: Path, outputs: tuple[Path, ...], *, num: int,
               seed: int, frames: int | None, fps: float, backend: str, err: Any, load_s: float) -> list[Path]:
     """--extend / --interpolate: read the clip as training decodes it, then sample window by window."""
-    from vdm.backends import conditional, media
+    from vdm.backends import conditional, media, sampling
     from vdm.backends.files import remove_stale_temp_files_of
 
-    method = task.condition or ("reconstruction" if backend == "torch" else "replacement")
-    if method == "reconstruction" and loaded.backend != "torch":  # before the clip is read or anything printed
-        raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
-                            "does not provide: use --condition replacement, or --backend torch with the checkpoint")
+    method = task.condition or sampling.default_conditioning(loaded)
+    sampling.check_conditioning(loaded, method)  # before the clip is read or anything printed
     clip = conditional.read_clip(task.clip, loaded.channels, options.size or loaded.size)
     t0 = time.perf_counter()
     what = f"{method}" + (f" w_r {task.weight}" if method == "reconstruction" else "")

@@ -183,3 +183,59 @@ def test_reconstruction_on_ort_is_one_line_before_anything_runs(models, tmp_path
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and "--condition replacement" in lines[0], res.output
 
+
+
+# --------------------------------------------------------------------------- spec 18.8: a conditional-frame model
+
+
+@pytest.fixture(scope="module")
+def frames_model(tmp_path_factory):
+    """The micro network saved as trained with given frames (vdm train --given-frames 0.5)."""
+    torch.manual_seed(2)
+    cfg = UNetConfig(**MICRO)
+    net = VideoUNet(cfg)
+    for p in net.conv_out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    meta = {"model_config": cfg.to_dict(), "schedule": vdm_ref.make_schedule("cosine", 1000).to_dict(),
+            "prediction": "v", "variance": "fixed_small", "num_classes": 0, "train": {"given_frames": 0.5},
+            "data": {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}, "step": 1}
+    path = tmp_path_factory.mktemp("frames") / "model.safetensors"
+    save_checkpoint(path, model=net, ema=net, optimizer=None, meta=meta)
+    return path, net, meta
+
+
+def test_frames_conditioning_shows_the_network_the_given_frames(frames_model):
+    path, net, meta = frames_model
+    seen = []
+    hook = net.register_forward_pre_hook(lambda mod, args: seen.append((args[0].clone(), args[1].clone())))
+    try:
+        m = sampling.torch_model(net, meta)
+        assert m.given_frames and sampling.default_conditioning(m) == "frames"
+        clip = _clip(3)
+        options = sampling.SamplingOptions(sampler="euler", steps=4)
+        got = conditional.extend(m, clip, 4, num=1, overlap=3, options=options, method="frames", seed=5)
+    finally:
+        hook.remove()
+    np.testing.assert_array_equal(got.videos[:, :, :3], clip[None])
+    assert len(seen) == 4
+    for x, t in seen:  # one window, extension by 3 given frames: vp's given level is t = 0 (spec 18.8)
+        assert t.shape == (1, 4) and torch.all(t[:, :3] == 0) and float(t[0, 3]) > 0
+        np.testing.assert_array_equal(x[0, :, :3].numpy(), clip)  # noise-free, input scale 1
+    replaced = conditional.extend(m, clip, 4, num=1, overlap=3, options=options, method="replacement", seed=5)
+    assert np.abs(replaced.videos[:, :, 3] - got.videos[:, :, 3]).max() > 1e-3
+
+
+def test_frames_conditioning_refusals_are_one_line(models, frames_model, tmp_path):
+    path, onnx_path = models
+    np.save(tmp_path / "clip.npy", _clip(3))
+    for model, backend, words in ((path, "torch", "trained with given frames"),
+                                  (onnx_path, "ort", "one condition per frame")):
+        res = CliRunner().invoke(app, ["sample", "--model", str(model), "--backend", backend, "--extend",
+                                       str(tmp_path / "clip.npy"), "--condition", "frames",
+                                       "--out", str(tmp_path / "o.npy")])
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
+    res = CliRunner().invoke(app, ["sample", "--model", str(frames_model[0]), "--backend", "torch", "--extend",
+                                   str(tmp_path / "clip.npy"), "--frames", "6", "--steps", "3",
+                                   "--out", str(tmp_path / "f.npy")])
+    assert res.exit_code == 0 and "frames" in res.output, res.output  # the default for such a model
