@@ -7,6 +7,7 @@ taken over the frames around the seam (``given - 3 .. given + 2``) and over the 
 - ``unconditional``: the given frames followed by the last frames of an unconditional sample (what
   "continuing" without conditioning gives: a seam that ignores the past);
 - ``replacement`` (spec 18.2) and ``reconstruction`` guidance (18.3) at several weights w_r;
+- ``frames`` (18.8), for a model trained with given frames (``vdm train --given-frames``);
 - ``real``: the real clip's own frames (the ceiling).
 
 Then a 64-frame video grown from 4 given frames, window by window, scored per 8-frame window, and a
@@ -57,11 +58,13 @@ def seam_table(model: sampling.LoadedModel, real: np.ndarray, given: int, option
     mask = np.zeros((num, f), np.float32)
     mask[:, :given] = 1
     methods = [("replacement", 0.0)] + [("reconstruction", w) for w in WEIGHTS]
+    if model.given_frames:  # a conditional-frame model (vdm train --given-frames, spec 18.8)
+        methods.append(("frames", 0.0))
     for method, w in methods:
         cond = sampling.Conditioning(real, mask, method, w)
         t0 = time.perf_counter()
         out = sampling.sample_videos(model, num, seed, options, condition=cond)
-        name = method if method == "replacement" else f"reconstruction w_r={w:g}"
+        name = f"reconstruction w_r={w:g}" if method == "reconstruction" else method
         rows[name] = {**scores(out, lo, hi), "seconds": time.perf_counter() - t0}
     return rows
 
@@ -110,7 +113,10 @@ def main() -> None:
                                "sampler": f"{args.sampler}-{args.steps}", "seam": rows, "long": {}}
     long_opts = sampling.SamplingOptions(sampler=args.sampler, steps=args.steps, batch_size=1)
     sheet_video = None
-    for method, w in (("replacement", 0.0), ("reconstruction", best_w)):
+    long_methods = [("replacement", 0.0), ("reconstruction", best_w)]
+    if model.given_frames:
+        long_methods.append(("frames", 0.0))
+    for method, w in long_methods:
         v, rep = long_video(model, real, args.long, args.given, method, w, long_opts, args.seed, args.long_num)
         results["long"][f"{method} w_r={w:g}"] = rep
         s = rep["summary"]
