@@ -173,7 +173,7 @@ def test_spec_major_mismatch(tmp_path):
         read_meta(path)
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0", "2.1.0"])
 def test_spec_v1_and_v2_checkpoints_load(tmp_path, version):
     """Spec 2.0.0 only added to 1.0.0, so checkpoints written under either load."""
     model, ema, opt = _trained(1)

@@ -16,7 +16,7 @@ def test_import_pulls_in_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
-    assert result == {"missing": [], "heavy": [], "version": "2.0.0"}
+    assert result == {"missing": [], "heavy": [], "version": "2.1.0"}
 
 
 def test_star_import_exports_all() -> None:

@@ -294,7 +294,7 @@ def test_every_docstring_names_an_existing_clause() -> None:
 
 
 def test_spec_version_is_consistent() -> None:
-    assert vdm_ref.SPEC_VERSION == "2.0.0" == TOLERANCES["spec_version"]
+    assert vdm_ref.SPEC_VERSION == "2.1.0" == TOLERANCES["spec_version"]
     assert SPEC_MD.splitlines()[0] == f"# vdm specification, version {vdm_ref.SPEC_VERSION}"
     assert f'"{vdm_ref.SPEC_VERSION}"' in _section(12) or f"`{vdm_ref.SPEC_VERSION}`" in _section(12)
 

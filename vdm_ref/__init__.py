@@ -135,8 +135,8 @@ from .solvers import (
 )
 from .timesteps import SPACINGS, inference_timesteps, previous_timestep, step_pairs
 
-SPEC_VERSION = "2.0.0"
-# Spec majors whose checkpoints and exported models this version reads: 2.0.0 only added to 1.0.0.
+SPEC_VERSION = "2.1.0"
+# Spec majors whose checkpoints and exported models this version reads: 2.x only added to 1.0.0.
 READABLE_SPEC_MAJORS = ("1", "2")
 
 __all__ = [
