@@ -200,6 +200,11 @@ def keep_observed(x: Tensor, x_obs: Tensor, mask: Tensor) -> Tensor:
 # ------------------------------------------------------------------ 18.8 conditional-frame models
 
 
+def given_level(process: vdm_ref.Process) -> float:
+    """Spec 18.8: the given frames' level, a float64 host constant (``vdm_ref.given_level``)."""
+    return vdm_ref.given_level(process)
+
+
 def given_frame_inputs(process: vdm_ref.Process, x_in: Tensor, condition: Tensor | float, x_obs: Tensor,
                        mask: Tensor) -> tuple[Tensor, Tensor]:
     """Spec 18.8: what a conditional-frame network sees, as ``vdm_ref.given_frame_inputs``: the observed
@@ -208,7 +213,7 @@ def given_frame_inputs(process: vdm_ref.Process, x_in: Tensor, condition: Tensor
     x_in, x_obs = _checks.data("x_in", x_in), _checks.data("x_obs", x_obs)
     _checks.same_shape(x_in=x_in, x_obs=x_obs)
     m = _mask(mask, x_in)
-    level = vdm_ref.given_level(process)
+    level = given_level(process)
     scale = float(vdm_ref.input_scale(process.family, level, sigma_data=process.sigma_data))
     c_given = float(vdm_ref.network_condition(process.family, level, sigma_data=process.sigma_data))
     b, f = x_in.shape[0], x_in.shape[2]

@@ -18,6 +18,8 @@ from .conditioning import (
     denoiser_on_grid,
     extension_frames,
     frame_mask,
+    given_frame_inputs,
+    given_level,
     interpolation_frames,
     keep_observed,
     reconstruction_guided_x0,
@@ -193,5 +195,5 @@ __all__ = [
     "linear_time_shift", "stretch_to_terminal", "karras_sigmas", "with_final_level", "flow_levels", "vp_sigmas",
     "extension_frames", "interpolation_frames", "frame_mask", "replace_observed", "with_replacement",
     "reconstruction_residual", "reconstruction_guided_x0", "with_reconstruction_guidance",
-    "denoiser_on_grid", "denoiser_as_vp_model", "keep_observed",
+    "denoiser_on_grid", "denoiser_as_vp_model", "keep_observed", "given_level", "given_frame_inputs",
 ]
