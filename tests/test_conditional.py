@@ -74,18 +74,24 @@ def test_impossible_plans_are_one_line(call, words):
 # --------------------------------------------------------------------------- on a real network
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    torch.manual_seed(1)
+def _micro_checkpoint(folder, seed: int, **meta_extra):
+    """The micro network with random output weights, saved as a vp-v checkpoint; (path, net, meta)."""
+    torch.manual_seed(seed)
     cfg = UNetConfig(**MICRO)
     net = VideoUNet(cfg)
     for p in net.conv_out.parameters():
         torch.nn.init.normal_(p, std=0.1)
     meta = {"model_config": cfg.to_dict(), "schedule": vdm_ref.make_schedule("cosine", 1000).to_dict(),
             "prediction": "v", "variance": "fixed_small", "num_classes": 0,
-            "data": {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}, "step": 1}
-    path = tmp_path_factory.mktemp("cond") / "model.safetensors"
+            "data": {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}, "step": 1, **meta_extra}
+    path = folder / "model.safetensors"
     save_checkpoint(path, model=net, ema=net, optimizer=None, meta=meta)
+    return path, net, meta
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    path, _, _ = _micro_checkpoint(tmp_path_factory.mktemp("cond"), 1)
     onnx_path = path.with_suffix(".onnx")
     export_checkpoint(path, onnx_path, ExportOptions())
     return path, onnx_path
@@ -191,17 +197,7 @@ def test_reconstruction_on_ort_is_one_line_before_anything_runs(models, tmp_path
 @pytest.fixture(scope="module")
 def frames_model(tmp_path_factory):
     """The micro network saved as trained with given frames (vdm train --given-frames 0.5)."""
-    torch.manual_seed(2)
-    cfg = UNetConfig(**MICRO)
-    net = VideoUNet(cfg)
-    for p in net.conv_out.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    meta = {"model_config": cfg.to_dict(), "schedule": vdm_ref.make_schedule("cosine", 1000).to_dict(),
-            "prediction": "v", "variance": "fixed_small", "num_classes": 0, "train": {"given_frames": 0.5},
-            "data": {"kind": "moving_shapes", "frames": 4, "size": 8, "channels": 1}, "step": 1}
-    path = tmp_path_factory.mktemp("frames") / "model.safetensors"
-    save_checkpoint(path, model=net, ema=net, optimizer=None, meta=meta)
-    return path, net, meta
+    return _micro_checkpoint(tmp_path_factory.mktemp("frames"), 2, train={"given_frames": 0.5})
 
 
 def test_frames_conditioning_shows_the_network_the_given_frames(frames_model):
