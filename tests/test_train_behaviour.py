@@ -198,6 +198,19 @@ def test_given_frames_reach_the_network_noise_free_and_add_no_gradient(tmp_path,
     assert seen >= 3
 
 
+def test_given_frames_and_image_sets_resume_exactly(tmp_path):
+    """The given-frame masks and the image sets are drawn from the step's seed: resuming from the step-2
+    checkpoint reproduces the uninterrupted run's losses and weights."""
+    cfg = _cfg(tmp_path, process="flow", prediction="", given_frames=0.5, image_fraction=0.25, batch_size=8,
+               steps=4, checkpoint_every=2)
+    full = train(cfg)
+    final = {k: v.clone() for k, v in load_checkpoint(full.out_dir / "last.safetensors").model_state.items()}
+    resumed = train(cfg.replace(resume=str(full.out_dir / "checkpoints" / "step_0000002.safetensors")))
+    assert resumed.losses == full.losses[2:]
+    again = load_checkpoint(resumed.out_dir / "last.safetensors").model_state
+    assert all(torch.equal(final[k], again[k]) for k in final)
+
+
 def test_the_given_frames_loss_is_the_mean_over_the_generated_frames():
     """without_given_frames + generated_share on the flow loss equal the plain mean over the generated frames."""
     from vdm.backends.torch.training import given_frames as gf
