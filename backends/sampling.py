@@ -304,9 +304,9 @@ def batch_noise(seed: int, plan: Plan, start: int, stop: int) -> np.ndarray:
 def default_conditioning(model: LoadedModel) -> str:
     """The conditioning method for a model: frames if it was trained with given frames (spec 18.8),
     else reconstruction guidance on torch and replacement where there is no gradient (ONNX)."""
-    if model.backend != "torch":
-        return "replacement"
-    return "frames" if model.given_frames else "reconstruction"
+    if model.given_frames:
+        return "frames"
+    return "reconstruction" if model.backend == "torch" else "replacement"
 
 
 def check_conditioning(model: LoadedModel, method: str) -> None:
@@ -316,9 +316,6 @@ def check_conditioning(model: LoadedModel, method: str) -> None:
     if method == "reconstruction" and model.backend != "torch":
         raise SamplingError("reconstruction guidance needs the gradient through the network, which the ONNX model "
                             "does not provide: use --condition replacement, or --backend torch with the checkpoint")
-    if method == "frames" and model.backend != "torch":
-        raise SamplingError("conditioning 'frames' needs one condition per frame, which exported models do not "
-                            "take: use --backend torch with the checkpoint, or --condition replacement")
     if method == "frames" and not model.given_frames:
         raise SamplingError("conditioning 'frames' needs a model trained with given frames (vdm train "
                             "--given-frames); this one was not: use replacement or reconstruction")
@@ -567,7 +564,8 @@ def _ort_solve(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | None, o
     bind = (den.device != "cpu") if io_binding is None else io_binding
     if bind and (not den.info.batch.fixed or den.info.batch.min == (2 if guided else 1) * x.shape[0]):
         out = sl.run_bound(den.session, prepared, x, draw, steps, cfg, levels, lv.conditions, ym,
-                           den.info.out_channels, "cpu" if den.device == "cpu" else "cuda", progress, n)
+                           den.info.out_channels, "cpu" if den.device == "cpu" else "cuda", progress, n,
+                           per_frame=den.info.given_frames)
     else:
         def net(xm: np.ndarray, i: int) -> np.ndarray:
             return den(xm, np.full(xm.shape[0], lv.conditions[i], np.float32), ym)
@@ -582,7 +580,7 @@ def _ort_solve_host(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | No
                     channels: int, null_class: int | None, progress: Progress | None,
                     cond: Conditioning | None = None) -> np.ndarray:
     """The float64 reference loop of spec 17 on the host, the network in ONNX Runtime; with ``cond``,
-    replacement (18.2) wraps the denoiser."""
+    replacement (18.2) wraps the denoiser, or the network is shown the given frames (18.8)."""
     from vdm_ref import conditioning as rc
 
     a, b = lv.x0_coefficients()
@@ -594,8 +592,10 @@ def _ort_solve_host(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | No
         i = index[(float(alpha), float(sigma))]
         if progress is not None:
             progress(min(i, n), n)
-        xin = (x * lv.input_scales[i]).astype(np.float32)
-        t = np.full(x.shape[0], lv.conditions[i], np.float32)
+        xin, t = x * lv.input_scales[i], np.full(x.shape[0], lv.conditions[i])
+        if frames:  # spec 18.8: the given frames noise-free at the given level, one condition per frame
+            xin, t = vdm_ref.given_frame_inputs(process, xin, t, x_obs, mask)
+        xin, t = xin.astype(np.float32), t.astype(np.float32)
         if guided:
             null = np.full_like(labels, null_class)
             both = den(np.concatenate([xin, xin]), np.concatenate([t, t]), np.concatenate([labels, null]))
@@ -603,15 +603,18 @@ def _ort_solve_host(den: Any, lv: Levels, z: np.ndarray, labels: np.ndarray | No
             out = vdm_ref.classifier_free_guidance(cond, uncond, o.guidance, channels)
         else:
             out = den(xin, t, labels).astype(np.float64)
-        return vdm_ref.process_x0(a[i] * x + b[i] * out[:, :channels], o.clip, o.threshold)
+        x0 = vdm_ref.process_x0(a[i] * x + b[i] * out[:, :channels], o.clip, o.threshold)
+        return np.where(mask > 0, x_obs, x0) if frames else x0
 
     opts = {"eta": o.eta_value} if "eta" in vdm_ref.SOLVERS[o.sampler].options else {}
     zz = z.astype(np.float64)
-    wrapped = denoise
+    wrapped, frames = denoise, cond is not None and cond.method == "frames"
+    process = process_from_meta({"process": den.info.process, "prediction": den.info.prediction}) if frames else None
     if cond is not None:
         x_obs = cond.observed.astype(np.float64)
         mask = cond.mask.astype(np.float64)[:, None, :, None, None]
-        wrapped = rc.with_replacement(denoise, x_obs, mask, zz[0][None])
+        if not frames:
+            wrapped = rc.with_replacement(denoise, x_obs, mask, zz[0][None])
     x = vdm_ref.solve(rc.denoiser_on_grid(wrapped, lv.alphas, lv.sigmas), zz[0] * lv.initial_scale(), lv.alphas,
                       lv.sigmas, o.sampler, zz[1:], **opts)
     if progress is not None:
@@ -648,7 +651,7 @@ def _load_ort(path: Path, device: str, allow_fallback: bool, _raw: bool, max_bat
     return LoadedModel("ort", f"onnxruntime {den.choice.provider_name} ({path.name})", info.in_channels,
                        info.frames.default, info.size.default, info.num_classes, len(info.abar), den.check_shape,
                        run_batch, process_from_meta({"process": info.process, "prediction": info.prediction}),
-                       smp.sched)
+                       smp.sched, info.given_frames)
 
 
 _LOADERS = {"torch": _load_torch, "ort": _load_ort}

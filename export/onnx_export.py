@@ -125,7 +125,7 @@ def _wrapper(model: Any, fp16: bool, conditional: bool) -> Any:
 
 
 def _meta_from_checkpoint(meta: dict[str, Any], config: Any, options: ExportOptions, weights: str,
-                          shapes: dict[str, md.Dim]) -> md.OnnxModelInfo:
+                          shapes: dict[str, md.Dim], per_frame: bool = False) -> md.OnnxModelInfo:
     import vdm_ref
 
     sched_d = dict(meta.get("schedule") or {})
@@ -160,6 +160,7 @@ def _meta_from_checkpoint(meta: dict[str, Any], config: Any, options: ExportOpti
         weights_sha256=weights,
         data=dict(meta.get("data") or {}),
         training={k: meta[k] for k in ("step", "created") if k in meta},
+        given_frames=per_frame,
     )
 
 
@@ -213,7 +214,9 @@ def export_model(
             size, size, size),
     }
     model = model.float().eval()
-    info = _meta_from_checkpoint(meta, config, options, md.weights_hash(model.state_dict()), dims)
+    # A model trained with given frames (spec 18.8) takes t (B, T), one condition per frame.
+    per_frame = float((meta.get("train") or {}).get("given_frames") or 0.0) > 0
+    info = _meta_from_checkpoint(meta, config, options, md.weights_hash(model.state_dict()), dims, per_frame)
 
     out = Path(out)
     files.remove_stale_temp_files_of(out)  # what an export killed mid-way left beside out
@@ -221,7 +224,8 @@ def export_model(
     # every check passed; any failure (a parity error, a full disk) removes it.
     with files.atomic_path(out) as tmp:
         t0 = time.perf_counter()
-        _run_exporter(_wrapper(model, options.fp16, conditional), options, config, example, conditional, tmp)
+        _run_exporter(_wrapper(model, options.fp16, conditional), options, config, example, conditional, tmp,
+                      per_frame)
         proto = onnx.load(str(tmp))
         _check_graph(proto, conditional)
         if options.fp16:
@@ -241,7 +245,7 @@ def export_model(
 
         t1 = time.perf_counter()
         tol = TOLERANCES["fp16" if options.fp16 else "fp32"]
-        checked = _parity(model, tmp, cases, conditional, config, tol, options.seed, log)
+        checked = _parity(model, tmp, cases, conditional, config, tol, options.seed, log, per_frame)
         validate_s = time.perf_counter() - t1
         bad = [c for c in checked if not c.ok]
         if bad:
@@ -253,13 +257,13 @@ def export_model(
 
 
 def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tuple[int, int, int],
-                  conditional: bool, path: Path) -> None:
+                  conditional: bool, path: Path, per_frame: bool = False) -> None:
     import torch
 
     b, t, s = example
     gen = torch.Generator().manual_seed(options.seed)
     args: tuple[Any, ...] = (torch.randn(b, config.in_channels, t, s, s, generator=gen),
-                             torch.full((b,), 500.0))
+                             torch.full((b, t) if per_frame else (b,), 500.0))
     names = ["x", "t"]
     if conditional:
         args = (*args, torch.zeros(b, dtype=torch.int64))
@@ -284,6 +288,8 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
                 if options.dynamic_size:
                     axes.update({3: "height", 4: "width"})
                 dynamic = {n: ({0: "batch"} if options.dynamic_batch else {}) for n in names[1:]}
+                if per_frame and options.dynamic_frames:
+                    dynamic["t"][1] = "frames"
                 dynamic.update({"x": axes, md.OUTPUT: axes})
                 torch.onnx.export(wrapped, args, str(path), dynamo=False, opset_version=options.opset,
                                   input_names=names, output_names=[md.OUTPUT],
@@ -298,6 +304,8 @@ def _run_exporter(wrapped: Any, options: ExportOptions, config: Any, example: tu
                         shapes[n][0] = batch
                 if options.dynamic_frames:
                     shapes["x"][2] = Dim("frames", min=1, max=4096)
+                    if per_frame:
+                        shapes["t"][1] = shapes["x"][2]
                 if options.dynamic_size:
                     div = config.size_divisor
                     shapes["x"][3] = div * Dim("height_blocks", min=1, max=4096)
@@ -329,7 +337,8 @@ def _check_graph(proto: Any, conditional: bool) -> None:
 
 
 def _parity(model: Any, path: Path, cases: list[tuple[int, int, int]], conditional: bool, config: Any,
-            tol: tuple[float, float], seed: int, log: Callable[[str], None]) -> list[ParityCase]:
+            tol: tuple[float, float], seed: int, log: Callable[[str], None],
+            per_frame: bool = False) -> list[ParityCase]:
     import torch
     from vdm.backends.ort.providers import choose_providers, create_session, session_options
 
@@ -341,6 +350,9 @@ def _parity(model: Any, path: Path, cases: list[tuple[int, int, int]], condition
         x = rng.standard_normal((b, config.in_channels, f, s, s)).astype(np.float32)
         # Spread timesteps over the schedule, a different one per sample and per case.
         t = ((np.arange(b) * 997 + i * 331) % T).astype(np.float32)
+        if per_frame:  # one condition per frame, frame 0 at the given level 0 (spec 18.8)
+            t = ((t[:, None] + np.arange(f)[None, :] * 113) % T).astype(np.float32)
+            t[:, 0] = 0.0
         feeds = {"x": x, "t": t}
         args = [torch.from_numpy(x), torch.from_numpy(t)]
         if conditional:

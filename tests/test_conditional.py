@@ -225,7 +225,7 @@ def test_frames_conditioning_refusals_are_one_line(models, frames_model, tmp_pat
     path, onnx_path = models
     np.save(tmp_path / "clip.npy", _clip(3))
     for model, backend, words in ((path, "torch", "trained with given frames"),
-                                  (onnx_path, "ort", "one condition per frame")):
+                                  (onnx_path, "ort", "trained with given frames")):
         res = CliRunner().invoke(app, ["sample", "--model", str(model), "--backend", backend, "--extend",
                                        str(tmp_path / "clip.npy"), "--condition", "frames",
                                        "--out", str(tmp_path / "o.npy")])
@@ -235,3 +235,42 @@ def test_frames_conditioning_refusals_are_one_line(models, frames_model, tmp_pat
                                    str(tmp_path / "clip.npy"), "--frames", "6", "--steps", "3",
                                    "--out", str(tmp_path / "f.npy")])
     assert res.exit_code == 0 and "frames" in res.output, res.output  # the default for such a model
+
+
+def test_a_conditional_frame_model_exports_and_samples_on_onnx_runtime_like_torch(frames_model, tmp_path,
+                                                                                   monkeypatch):
+    """Exported, a model trained with given frames takes t (B, T); ONNX Runtime samples it unconditionally
+    (host loop, IOBinding loop and the v1 sampler's bound loop) and with conditioning 'frames' within the
+    backends' parity of torch."""
+    import functools
+
+    import onnx
+    from vdm.backends.ort.sampler import OrtSampler
+    from vdm.backends.ort.session import OrtDenoiser
+
+    path = frames_model[0]
+    onnx_path = tmp_path / "frames.onnx"
+    report = export_checkpoint(path, onnx_path, ExportOptions())
+    assert report.info.given_frames
+    t_input = next(i for i in onnx.load(str(onnx_path)).graph.input if i.name == "t")
+    assert len(t_input.type.tensor_type.shape.dim) == 2
+    torch_m, ort_m = sampling.load_model(path, "torch"), sampling.load_model(onnx_path, "ort")
+    assert ort_m.given_frames and sampling.default_conditioning(ort_m) == "frames"
+    options = sampling.SamplingOptions(sampler="dpmpp_2m", steps=4, batch_size=2)
+    clip = _clip(3)
+    a = conditional.extend(torch_m, clip, 6, num=2, overlap=3, options=options, method="frames", seed=4)
+    b = conditional.extend(ort_m, clip, 6, num=2, overlap=3, options=options, method="frames", seed=4)
+    np.testing.assert_array_equal(b.videos[:, :, :3], np.repeat(clip[None], 2, axis=0))
+    assert np.abs(a.videos - b.videos).max() <= PARITY
+    plain = sampling.sample_videos(torch_m, 2, 1, options)
+    assert np.abs(sampling.sample_videos(ort_m, 2, 1, options) - plain).max() <= PARITY
+    monkeypatch.setattr(sampling, "_ort_solve", functools.partial(sampling._ort_solve, io_binding=True))
+    assert np.abs(sampling.sample_videos(ort_m, 2, 1, options) - plain).max() <= PARITY
+    den = OrtDenoiser(onnx_path)
+    steps, noise = vdm_ref.inference_timesteps(1000, 3), np.random.default_rng(0).standard_normal((4, 1, 1, 4, 8, 8))
+    host, bound = (OrtSampler(den, io_binding=flag).sample(steps, (1, 1, 4, 8, 8), noise.astype(np.float32))
+                   for flag in (False, True))
+    np.testing.assert_allclose(bound, host, atol=1e-5)
+    from vdm.backends.ort.session import trt_profile
+
+    assert trt_profile(den.info, (1, 2, 4))["t"] == ("1x1", "2x4", "4x8")  # TensorRT: t is (batch, frames)

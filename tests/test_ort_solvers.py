@@ -202,6 +202,7 @@ class _Net:
         class _Info:
             batch = _Batch()
             out_channels = out_channels_factor
+            given_frames = False
 
         self.info = _Info()
 

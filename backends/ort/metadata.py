@@ -95,6 +95,7 @@ class OnnxModelInfo:
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     process: dict[str, Any] = field(default_factory=dict)  # vdm_ref.Process.to_dict(); empty = vp (spec 14.7)
+    given_frames: bool = False  # trained with given frames: input t is (B, T), one condition per frame (18.8)
 
     @property
     def conditional(self) -> bool:

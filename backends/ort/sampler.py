@@ -280,7 +280,7 @@ class OrtSampler:
             mbind.bind_ortvalue_input("y", yv)
         for i, (t, s) in enumerate(pairs):
             # bind_cpu_input does not own its array: keep every host array alive until run returns.
-            host = {"t": np.full(bm, t, np.float32)}
+            host = {"t": self.denoiser.conditions(np.full(bm, t, np.float32), shape[2])}
             mbind.bind_ortvalue_input("x", xm if xm is not None else xa)
             mbind.bind_cpu_input("t", host["t"])
             msess.run_with_iobinding(mbind)

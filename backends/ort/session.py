@@ -49,6 +49,8 @@ def trt_profile(info: md.OnnxModelInfo, batch: tuple[int, int, int]) -> dict[str
             "t": tuple(str(b) for b in batch)}
     if info.conditional:
         prof["y"] = prof["t"]
+    if info.given_frames:  # one condition per frame (spec 18.8)
+        prof["t"] = tuple(f"{b}x{t}" for b, t in zip(batch, fr, strict=True))
     return prof  # type: ignore[return-value]
 
 
@@ -90,8 +92,16 @@ class OrtDenoiser:
             raise ValueError(f"this model takes size {info.size.describe()} (multiple of {info.size_divisor}), "
                              f"got {size}")
 
+    def conditions(self, t: np.ndarray, frames: int) -> np.ndarray:
+        """``t`` as the graph takes it: (B,), or (B, T) for a model with one condition per frame (spec
+        18.8), where a (B,) ``t`` is repeated over the frames."""
+        t = np.ascontiguousarray(t, np.float32)
+        if self.info.given_frames and t.ndim == 1:
+            t = np.ascontiguousarray(np.repeat(t[:, None], frames, axis=1))
+        return t
+
     def feeds(self, x: np.ndarray, t: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray]:
-        feeds = {"x": np.ascontiguousarray(x, np.float32), "t": np.ascontiguousarray(t, np.float32)}
+        feeds = {"x": np.ascontiguousarray(x, np.float32), "t": self.conditions(t, x.shape[2])}
         if "y" in self.input_names:
             if y is None:  # unconditional call of a conditional model: the null class
                 y = np.full(x.shape[0], self.info.null_class, np.int64)

@@ -127,8 +127,9 @@ class _Pool:
 def run_bound(session: Any, prepared: list[Prepared], x: np.ndarray, noise: Callable[[int], np.ndarray] | None,
               steps: StepSessions, cfg: SolveConfig, levels: Levels, conditions: np.ndarray,
               labels: np.ndarray | None, out_channels: int, device: str, progress: Progress | None = None,
-              n_steps: int | None = None) -> np.ndarray:
-    """The solve with IOBinding: ``session`` is the exported denoiser's (inputs x, t[, y]; output out)."""
+              n_steps: int | None = None, per_frame: bool = False) -> np.ndarray:
+    """The solve with IOBinding: ``session`` is the exported denoiser's (inputs x, t[, y]; output out);
+    ``per_frame``: its t is (B, T), one condition per frame (spec 18.8)."""
     from onnxruntime import OrtValue
 
     real = sg.DTYPES[cfg.dtype][1]
@@ -156,7 +157,8 @@ def run_bound(session: Any, prepared: list[Prepared], x: np.ndarray, noise: Call
         yv.update_inplace(np.ascontiguousarray(labels, np.int64))
         mbind.bind_ortvalue_input("y", yv)
     # Host arrays bound with bind_cpu_input are not owned by the binding: these lists keep them alive.
-    ts = [np.full(bm, conditions[p.call.level], np.float32) for p in prepared]
+    t_shape = (bm, shape[2]) if per_frame else (bm,)
+    ts = [np.full(t_shape, conditions[p.call.level], np.float32) for p in prepared]
     fixed = static_feeds(cfg, shape)
     binds: dict[sg.SolverStepSpec, Any] = {}
     for k, p in enumerate(prepared):
