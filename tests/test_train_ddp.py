@@ -60,12 +60,17 @@ def test_ddp_ranks_stay_identical(tmp_path):
 
 
 def test_torchrun_cli(tmp_path):
+    """The CLI under torchrun, with the options that hand the network per-sample and per-frame inputs
+    (image sets marked independent, given frames with one condition per frame)."""
     out = tmp_path / "cli"
     flags = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model", "attn_levels=[1]",
              "--model", "temporal_attn_levels=[1]", "--model", "norm_groups=4", "--frames", "4", "--size", "8",
              "--batch-size", "2", "--steps", "3", "--device", "cpu", "--preview-every", "0", "--quiet",
+             "--process", "flow", "--image-fraction", "0.5", "--given-frames", "0.5", "--lr-decay", "cosine",
              "--out", str(out)]
     proc = _torchrun(["-m", "vdm.cli.main", "train", *flags], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert load_checkpoint(out / "last.safetensors").step == 3
+    ck = load_checkpoint(out / "last.safetensors")
+    assert ck.step == 3 and ck.meta["train_state"]["world_size"] == 2
+    assert (ck.meta["train"]["image_fraction"], ck.meta["train"]["given_frames"]) == (0.5, 0.5)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000003.safetensors"]
