@@ -213,8 +213,6 @@ class Conditioning:
     weight: float = 5.0
 
     def check(self, plan: Plan) -> None:
-        if self.method not in CONDITION_METHODS:
-            raise SamplingError(f"unknown conditioning {self.method!r}; choose one of {', '.join(CONDITION_METHODS)}")
         if not (np.isfinite(self.weight) and self.weight >= 0):
             raise SamplingError(f"the guidance weight must be a finite number >= 0, got {self.weight}")
         want = (plan.num, *plan.shape)
@@ -331,8 +329,8 @@ def sample_videos(model: LoadedModel, num: int, seed: int = 0, options: Sampling
         if plan.levels is None:
             raise SamplingError(f"conditional sampling runs on the solvers ({', '.join(vdm_ref.SOLVERS)}), not "
                                 f"{options.sampler}; euler is DDIM with eta 0 (spec 17.3)")
+        check_conditioning(model, condition.method)  # the method first: it also names unknown ones
         condition.check(plan)
-        check_conditioning(model, condition.method)
     n, b = plan.n_steps, options.batch_size
     total = n * num
     out = []
